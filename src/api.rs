@@ -1,0 +1,700 @@
+//! The HTTP API: the only module that knows salvo.
+//!
+//! Handlers translate between JSON and the engine's context; every error leaves as
+//! `{"error": {"code", "message"}}` with a stable code, and the OpenAPI document at
+//! /openapi.json is generated from the handlers themselves.
+
+use std::sync::Arc;
+
+use salvo::catcher::Catcher;
+use salvo::http::{StatusCode, StatusError};
+use salvo::oapi::extract::{PathParam, QueryParam};
+use salvo::oapi::{
+    BasicType, Components, Content, EndpointOutRegister, Object, Operation, RefOr,
+    Response as OaResponse, Schema, ToSchema,
+};
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::core::model::{FileState, FileTally, JobState, job_state, progress};
+use crate::core::spec::{JobSpec, SpecError};
+use crate::core::time::rfc3339_from_unix_nanos;
+use crate::engine::Context;
+use crate::store::{FileRow, JobRow, StoreError};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const DEFAULT_FILES_PAGE: u32 = 1000;
+const MAX_FILES_PAGE: u32 = 10_000;
+
+/// What the handlers share.
+pub struct AppState {
+    pub ctx: Arc<Context>,
+}
+
+// ---- errors ----
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn job_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "upload_not_found",
+            format!("no upload job has id {id:?}"),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        // The cause goes to the log; the client learns only that it was ours.
+        tracing::error!(error = %e, "store error while answering a request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "ferry could not read or write its database; see its log",
+        )
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        let code = match e {
+            SpecError::RelativeSourceFolder(_) | SpecError::EmptySourceFolder => {
+                "invalid_source_folder"
+            }
+            SpecError::InvalidBucket { .. } => "invalid_bucket",
+            SpecError::InvalidPattern { .. } => "invalid_pattern",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+/// The JSON body of every error.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, such as `invalid_json` or `upload_not_found`.
+    code: String,
+    /// What was wrong and what is accepted.
+    message: String,
+}
+
+fn error_body(code: &str, message: &str) -> ErrorBody {
+    ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    }
+}
+
+impl Scribe for ApiError {
+    fn render(self, res: &mut Response) {
+        res.status_code(self.status);
+        res.render(Json(error_body(self.code, &self.message)));
+    }
+}
+
+impl EndpointOutRegister for ApiError {
+    fn register(components: &mut Components, operation: &mut Operation) {
+        operation.responses.insert(
+            "default",
+            OaResponse::new("An error: `{\"error\": {\"code\", \"message\"}}`").add_content(
+                "application/json",
+                Content::new(ErrorBody::to_schema(components)),
+            ),
+        );
+    }
+}
+
+/// Turns salvo's own errors (no route, wrong method, body too large) into the same JSON.
+struct JsonErrors;
+
+#[async_trait]
+impl Handler for JsonErrors {
+    async fn handle(
+        &self,
+        _req: &mut Request,
+        _depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        let status = res.status_code.unwrap_or(StatusCode::NOT_FOUND);
+        if !(status.is_client_error() || status.is_server_error()) {
+            return;
+        }
+        if !(res.body.is_none() || res.body.is_error()) {
+            return;
+        }
+        let err = StatusError::from_code(status).unwrap_or_else(StatusError::internal_server_error);
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            s if s.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let message = match status {
+            StatusCode::NOT_FOUND => "no such endpoint; see /openapi.json for the API".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                "this endpoint does not take that method; see /openapi.json for the API".to_owned()
+            }
+            _ => err.brief.clone(),
+        };
+        res.status_code(status);
+        res.render(Json(error_body(code, &message)));
+    }
+}
+
+// ---- replies with a status other than 200 ----
+
+/// A JSON body with 201 Created.
+pub struct Created<T>(T);
+/// A JSON body with 202 Accepted.
+pub struct Accepted<T>(T);
+/// 204 No Content.
+pub struct NoContent;
+
+impl<T: Serialize + Send> Scribe for Created<T> {
+    fn render(self, res: &mut Response) {
+        res.status_code(StatusCode::CREATED);
+        res.render(Json(self.0));
+    }
+}
+
+impl<T: Serialize + Send> Scribe for Accepted<T> {
+    fn render(self, res: &mut Response) {
+        res.status_code(StatusCode::ACCEPTED);
+        res.render(Json(self.0));
+    }
+}
+
+impl Scribe for NoContent {
+    fn render(self, res: &mut Response) {
+        res.status_code(StatusCode::NO_CONTENT);
+    }
+}
+
+fn register_json<T: ToSchema>(
+    status: &str,
+    what: &str,
+    components: &mut Components,
+    operation: &mut Operation,
+) {
+    operation.responses.insert(
+        status,
+        OaResponse::new(what)
+            .add_content("application/json", Content::new(T::to_schema(components))),
+    );
+}
+
+impl<T: ToSchema> EndpointOutRegister for Created<T> {
+    fn register(components: &mut Components, operation: &mut Operation) {
+        register_json::<T>("201", "Created", components, operation);
+    }
+}
+
+impl<T: ToSchema> EndpointOutRegister for Accepted<T> {
+    fn register(components: &mut Components, operation: &mut Operation) {
+        register_json::<T>("202", "Accepted", components, operation);
+    }
+}
+
+impl EndpointOutRegister for NoContent {
+    fn register(_components: &mut Components, operation: &mut Operation) {
+        operation
+            .responses
+            .insert("204", OaResponse::new("Done; no body"));
+    }
+}
+
+// ---- schemas of the core's enums ----
+
+fn string_enum_schema(
+    description: &str,
+    values: impl IntoIterator<Item = &'static str>,
+) -> RefOr<Schema> {
+    Object::new()
+        .schema_type(BasicType::String)
+        .description(description)
+        .enum_values(values)
+        .into()
+}
+
+impl ToSchema for JobState {
+    fn to_schema(_: &mut Components) -> RefOr<Schema> {
+        string_enum_schema("A job's state", JobState::ALL.iter().map(|s| s.as_str()))
+    }
+}
+
+impl ToSchema for FileState {
+    fn to_schema(_: &mut Components) -> RefOr<Schema> {
+        string_enum_schema(
+            "A tracked file's state",
+            FileState::ALL.iter().map(|s| s.as_str()),
+        )
+    }
+}
+
+// ---- bodies ----
+
+/// A new upload job.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    /// An absolute path to an existing folder on ferry's machine.
+    source_folder: String,
+    /// The S3 bucket to upload into; objects go to `{upload_id}/{relative path}`.
+    destination_bucket: String,
+    /// A glob on the path relative to source_folder (`*` stays within a folder, `**` crosses).
+    /// Leave it out to take every file.
+    pattern: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedUpload {
+    upload_id: String,
+    /// Always `created`.
+    status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RescanAccepted {
+    upload_id: String,
+    /// Always `scan_requested`.
+    status: String,
+}
+
+/// An upload job and its progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    upload_id: String,
+    state: JobState,
+    /// Byte-weighted, 0.0 to 1.0; exactly 1.0 when, and only when, the job is COMPLETED.
+    progress: f64,
+    total_files: u64,
+    /// Files in S3 (UPLOADED).
+    completed_files: u64,
+    failed_files: u64,
+    pending_files: u64,
+    in_progress_files: u64,
+    total_bytes: u64,
+    /// Bytes known to be in S3, counting acknowledged parts of files still uploading.
+    uploaded_bytes: u64,
+    source_folder: String,
+    destination_bucket: String,
+    pattern: Option<String>,
+    /// What stops the whole job (a missing bucket, a missing folder), if anything.
+    error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    /// When the last full scan of the source folder ended.
+    scanned_at: Option<String>,
+}
+
+impl JobView {
+    fn new(job: JobRow, files: &FileTally) -> Self {
+        let state = job_state(job.facts(), files);
+        JobView {
+            state,
+            progress: progress(state, files),
+            total_files: files.total_files(),
+            completed_files: files.uploaded.files,
+            failed_files: files.failed.files,
+            pending_files: files.pending.files,
+            in_progress_files: files.in_progress.files,
+            total_bytes: files.total_bytes(),
+            uploaded_bytes: if state == JobState::Completed {
+                files.total_bytes()
+            } else {
+                files.bytes_sent()
+            },
+            upload_id: job.id,
+            source_folder: job.source_folder,
+            destination_bucket: job.destination_bucket,
+            pattern: job.pattern,
+            error: job.error,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            scanned_at: job.scanned_at,
+        }
+    }
+}
+
+/// A tracked file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileView {
+    /// Relative to the source folder, '/'-separated.
+    path: String,
+    /// The object key: `{upload_id}/{path}`.
+    key: String,
+    state: FileState,
+    size: u64,
+    /// Modification time on disk when last seen, RFC 3339 with nanoseconds.
+    mtime: String,
+    mtime_ns: i64,
+    bytes_uploaded: u64,
+    attempts: i64,
+    last_error: Option<String>,
+    etag: Option<String>,
+    updated_at: String,
+}
+
+impl From<FileRow> for FileView {
+    fn from(f: FileRow) -> Self {
+        FileView {
+            key: crate::core::plan::object_key(&f.upload_job_id, &f.path),
+            path: f.path,
+            state: f.state.0,
+            size: u64::try_from(f.size).unwrap_or(0),
+            mtime: rfc3339_from_unix_nanos(f.mtime_ns),
+            mtime_ns: f.mtime_ns,
+            bytes_uploaded: u64::try_from(f.bytes_sent).unwrap_or(0),
+            attempts: f.attempts,
+            last_error: f.last_error,
+            etag: f.etag,
+            updated_at: f.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`
+    status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`
+    status: String,
+    database: String,
+    s3: String,
+}
+
+// ---- handlers ----
+
+fn app_state(depot: &Depot) -> Arc<AppState> {
+    depot
+        .get_typed::<Arc<AppState>>()
+        .expect("the state is injected by the router")
+        .clone()
+}
+
+/// Create an upload job
+///
+/// Validates the spec, records the job, and starts scanning its folder. Every matching file
+/// goes to `s3://{destination_bucket}/{upload_id}/{relative path}`.
+#[endpoint(tags("uploads"), request_body = CreateUpload)]
+async fn create_upload(
+    req: &mut Request,
+    depot: &mut Depot,
+) -> Result<Created<CreatedUpload>, ApiError> {
+    let body = req
+        .payload_with_max_size(MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            other => ApiError::bad_request(
+                "invalid_body",
+                format!("cannot read the request body: {other}"),
+            ),
+        })?;
+    let request: CreateUpload = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body must be a JSON object {{\"source_folder\": string, \"destination_bucket\": string, \"pattern\": string (optional)}}: {e}"
+            ),
+        )
+    })?;
+    let spec = JobSpec::parse(
+        &request.source_folder,
+        &request.destination_bucket,
+        request.pattern.as_deref(),
+    )?;
+    check_source_folder(&request.source_folder).await?;
+
+    let app = app_state(depot);
+    let id = uuid::Uuid::new_v4().to_string();
+    app.ctx
+        .store
+        .create_job(
+            &id,
+            &request.source_folder,
+            spec.destination_bucket.as_str(),
+            spec.pattern.as_ref().map(|p| p.as_str()),
+        )
+        .await?;
+    tracing::info!(upload_id = %id, source_folder = %request.source_folder, bucket = %spec.destination_bucket, pattern = ?request.pattern, "upload job created");
+    app.ctx.request_scan(&id);
+    Ok(Created(CreatedUpload {
+        upload_id: id,
+        status: "created".into(),
+    }))
+}
+
+async fn check_source_folder(folder: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_source_folder", message);
+    match tokio::fs::metadata(folder).await {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(invalid(format!(
+            "source_folder {folder:?} is not a directory; give the folder that holds the files"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(format!(
+            "source_folder {folder:?} does not exist on ferry's machine"
+        ))),
+        Err(e) => Err(invalid(format!(
+            "source_folder {folder:?} cannot be read: {e}"
+        ))),
+    }
+}
+
+/// Get an upload job's progress
+#[endpoint(tags("uploads"))]
+async fn get_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Json<JobView>, ApiError> {
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    let job = store
+        .get_job(&upload_id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
+    let files = store.job_tally(&upload_id).await?;
+    Ok(Json(JobView::new(job, &files)))
+}
+
+/// List every upload job
+#[endpoint(tags("uploads"))]
+async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError> {
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    let jobs = store.list_jobs().await?;
+    let mut tallies = store.all_tallies().await?;
+    Ok(Json(
+        jobs.into_iter()
+            .map(|job| {
+                let files = tallies.remove(&job.id).unwrap_or_default();
+                JobView::new(job, &files)
+            })
+            .collect(),
+    ))
+}
+
+/// List an upload job's tracked files
+///
+/// Ordered by path. At most `limit` files (default 1000, at most 10000) are returned; when more
+/// remain, a `Link: <...>; rel="next"` header gives the next page (`after` = the last path).
+#[endpoint(tags("uploads"))]
+async fn list_files(
+    upload_id: PathParam<String>,
+    state: QueryParam<String, false>,
+    after: QueryParam<String, false>,
+    limit: QueryParam<u32, false>,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> Result<Json<Vec<FileView>>, ApiError> {
+    let file_state = match state.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<FileState>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_state",
+                format!(
+                    "state {s:?} is not a file state; use PENDING, IN_PROGRESS, UPLOADED or FAILED"
+                ),
+            )
+        })?),
+    };
+    let limit = limit.into_inner().unwrap_or(DEFAULT_FILES_PAGE);
+    if !(1..=MAX_FILES_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be from 1 to {MAX_FILES_PAGE}"),
+        ));
+    }
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    if store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    let rows = store
+        .list_files(&upload_id, file_state, after.as_deref(), limit)
+        .await?;
+    if rows.len() == limit as usize
+        && let Some(last) = rows.last()
+    {
+        let mut next = format!(
+            "/uploads/{}/files?limit={limit}&after={}",
+            percent_encode(&upload_id),
+            percent_encode(&last.path)
+        );
+        if let Some(s) = file_state {
+            next.push_str(&format!("&state={s}"));
+        }
+        if let Ok(value) = format!("<{next}>; rel=\"next\"").parse() {
+            res.headers_mut().insert("link", value);
+        }
+    }
+    Ok(Json(rows.into_iter().map(FileView::from).collect()))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Scan an upload job's folder now
+///
+/// The file monitor's check: new and changed files (by size and mtime) go back to PENDING,
+/// files gone from disk leave the job's count.
+#[endpoint(tags("uploads"))]
+async fn rescan_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Accepted<RescanAccepted>, ApiError> {
+    let app = app_state(depot);
+    if app.ctx.store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    app.ctx.request_scan(&upload_id);
+    Ok(Accepted(RescanAccepted {
+        upload_id: upload_id.into_inner(),
+        status: "scan_requested".into(),
+    }))
+}
+
+/// Delete an upload job
+///
+/// Stops the job and aborts its open multipart uploads. Objects already in S3 stay.
+#[endpoint(tags("uploads"))]
+async fn delete_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<NoContent, ApiError> {
+    let app = app_state(depot);
+    if !app.ctx.store.delete_job(&upload_id).await? {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    tracing::info!(upload_id = %*upload_id, "upload job deleted");
+    app.ctx.wake_janitor();
+    Ok(NoContent)
+}
+
+/// Liveness
+#[endpoint(tags("health"))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the database answers and S3 can be reached
+#[endpoint(tags("health"))]
+async fn readyz(depot: &mut Depot) -> Result<Json<Readiness>, ApiError> {
+    let app = app_state(depot);
+    if let Err(e) = app.ctx.store.ping().await {
+        tracing::warn!(error = %e, "not ready: database");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database does not answer",
+        ));
+    }
+    if !app.ctx.s3.reachable().await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "s3_unreachable",
+            "S3 cannot be reached; check AWS_ENDPOINT_URL and the network",
+        ));
+    }
+    Ok(Json(Readiness {
+        status: "ready".into(),
+        database: "ok".into(),
+        s3: "ok".into(),
+    }))
+}
+
+/// Puts the shared state in every request's depot.
+struct Inject(Arc<AppState>);
+
+#[async_trait]
+impl Handler for Inject {
+    async fn handle(
+        &self,
+        _req: &mut Request,
+        depot: &mut Depot,
+        _res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        depot.insert_typed(self.0.clone());
+    }
+}
+
+fn routes() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("uploads")
+                .get(list_uploads)
+                .post(create_upload)
+                .push(
+                    Router::with_path("{upload_id}")
+                        .get(get_upload)
+                        .delete(delete_upload)
+                        .push(Router::with_path("files").get(list_files))
+                        .push(Router::with_path("rescan").post(rescan_upload)),
+                ),
+        )
+        .push(Router::with_path("healthz").get(healthz))
+        .push(Router::with_path("readyz").get(readyz))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> salvo::oapi::OpenApi {
+    salvo::oapi::OpenApi::new("ferry", env!("CARGO_PKG_VERSION")).merge_router(&routes())
+}
+
+/// The whole service: routes, the OpenAPI document, JSON errors.
+pub fn service(app: Arc<AppState>) -> Service {
+    let doc = openapi();
+    let router = Router::new()
+        .hoop(Inject(app))
+        .push(routes())
+        .push(doc.into_router("/openapi.json"));
+    Service::new(router).catcher(Catcher::default().hoop(JsonErrors))
+}

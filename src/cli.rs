@@ -1,0 +1,72 @@
+//! The command line: `ferry serve` and its settings.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{RawSettings, defaults};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Keeps local folders converged into S3: declarative upload jobs, resumable multipart uploads, a reconcile loop.",
+    long_about = None,
+    after_help = "Every setting of `ferry serve` may come from its environment variable or its flag; see `ferry serve --help`.\nAWS credentials, region and endpoint come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API, the scanner and the uploaders until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+/// The settings of `ferry serve`, as given; validated by [`RawSettings::validate`].
+#[derive(Debug, Args)]
+#[command(
+    after_help = "AWS credentials, region and endpoint come from the standard AWS chain: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL."
+)]
+pub struct ServeArgs {
+    /// HTTP address to listen on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = defaults::LISTEN)]
+    pub listen: String,
+    /// SQLite database (sqlite://PATH or a plain path); created if missing, migrated at start.
+    #[arg(long, env = "FERRY_DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    pub database_url: String,
+    /// Multipart part size: bytes, or with KiB/MiB/GiB; at least 5MiB. Grown automatically so
+    /// that no file needs more than 10,000 parts.
+    #[arg(long, env = "FERRY_CHUNK_SIZE", default_value = defaults::CHUNK_SIZE)]
+    pub chunk_size: String,
+    /// Files uploading at once.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value = defaults::CONCURRENCY)]
+    pub concurrency: String,
+    /// How often every job is re-scanned (2s, 30s, 5m, 1h ...).
+    #[arg(long, env = "FERRY_SCAN_INTERVAL", default_value = defaults::SCAN_INTERVAL)]
+    pub scan_interval: String,
+    /// Log filter, RUST_LOG syntax (info, ferry=debug,info ...).
+    #[arg(long, env = "FERRY_LOG", default_value = defaults::LOG)]
+    pub log: String,
+    /// Log format: json or text.
+    #[arg(long, env = "FERRY_LOG_FORMAT", default_value = defaults::LOG_FORMAT)]
+    pub log_format: String,
+    /// Path-style S3 addressing (LocalStack, MinIO and most S3-compatible stores want true).
+    #[arg(long, env = "FERRY_S3_FORCE_PATH_STYLE", default_value = defaults::S3_FORCE_PATH_STYLE)]
+    pub s3_force_path_style: String,
+}
+
+impl From<ServeArgs> for RawSettings {
+    fn from(a: ServeArgs) -> Self {
+        RawSettings {
+            listen: a.listen,
+            database_url: a.database_url,
+            chunk_size: a.chunk_size,
+            concurrency: a.concurrency,
+            scan_interval: a.scan_interval,
+            log: a.log,
+            log_format: a.log_format,
+            s3_force_path_style: a.s3_force_path_style,
+        }
+    }
+}

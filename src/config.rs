@@ -1,0 +1,407 @@
+//! Settings: parsed and validated once, at start, into domain types.
+//!
+//! Every setting comes from the environment (`FERRY_*`) or the matching `ferry serve` flag; the
+//! raw strings arrive from clap ([`crate::cli::ServeArgs`]) and are turned into [`Settings`] here.
+//! A bad value is a [`ConfigError`] that names the variable and says what is accepted.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::core::plan::{MAX_PART_SIZE, MIN_PART_SIZE};
+
+/// Defaults, in one place; `--help` shows them.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const DATABASE_URL: &str = "sqlite://ferry.db";
+    pub const CHUNK_SIZE: &str = "5MiB";
+    pub const CONCURRENCY: &str = "5";
+    pub const SCAN_INTERVAL: &str = "5m";
+    pub const LOG: &str = "info";
+    pub const LOG_FORMAT: &str = "json";
+    pub const S3_FORCE_PATH_STYLE: &str = "false";
+}
+
+/// The most files ferry will upload at once; more only adds memory (each holds one part).
+pub const MAX_CONCURRENCY: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Where the SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    File(PathBuf),
+    Memory,
+}
+
+/// Validated settings of `ferry serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database: DatabaseLocation,
+    pub chunk_size: u64,
+    pub concurrency: usize,
+    pub scan_interval: Duration,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub s3_force_path_style: bool,
+}
+
+/// The raw values, as given (environment or flags).
+#[derive(Debug, Clone)]
+pub struct RawSettings {
+    pub listen: String,
+    pub database_url: String,
+    pub chunk_size: String,
+    pub concurrency: String,
+    pub scan_interval: String,
+    pub log: String,
+    pub log_format: String,
+    pub s3_force_path_style: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            listen: defaults::LISTEN.into(),
+            database_url: defaults::DATABASE_URL.into(),
+            chunk_size: defaults::CHUNK_SIZE.into(),
+            concurrency: defaults::CONCURRENCY.into(),
+            scan_interval: defaults::SCAN_INTERVAL.into(),
+            log: defaults::LOG.into(),
+            log_format: defaults::LOG_FORMAT.into(),
+            s3_force_path_style: defaults::S3_FORCE_PATH_STYLE.into(),
+        }
+    }
+}
+
+/// A setting with a value ferry cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} {:?}: {}",
+            self.variable, self.value, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl RawSettings {
+    /// Validates every value; the first bad one is reported.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let err = |variable: &'static str, value: &str, reason: String| ConfigError {
+            variable,
+            value: value.to_owned(),
+            reason,
+        };
+        let listen = self.listen.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                "FERRY_LISTEN",
+                &self.listen,
+                "expected an IP address and port, such as 127.0.0.1:8080 or [::]:8080".into(),
+            )
+        })?;
+        let database = parse_database_url(&self.database_url)
+            .map_err(|reason| err("FERRY_DATABASE_URL", &self.database_url, reason))?;
+        let chunk_size = parse_byte_size(&self.chunk_size)
+            .map_err(|reason| err("FERRY_CHUNK_SIZE", &self.chunk_size, reason))?;
+        if chunk_size < MIN_PART_SIZE {
+            return Err(err(
+                "FERRY_CHUNK_SIZE",
+                &self.chunk_size,
+                "S3 needs parts of at least 5 MiB (5242880 bytes); use 5MiB or more".into(),
+            ));
+        }
+        if chunk_size > MAX_PART_SIZE {
+            return Err(err(
+                "FERRY_CHUNK_SIZE",
+                &self.chunk_size,
+                "S3 takes parts of at most 5 GiB; use 5GiB or less".into(),
+            ));
+        }
+        let concurrency = self
+            .concurrency
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "FERRY_CONCURRENCY",
+                    &self.concurrency,
+                    format!("expected a whole number of files from 1 to {MAX_CONCURRENCY}"),
+                )
+            })?;
+        let scan_interval = parse_duration(&self.scan_interval)
+            .map_err(|reason| err("FERRY_SCAN_INTERVAL", &self.scan_interval, reason))?;
+        if scan_interval < Duration::from_secs(1) {
+            return Err(err(
+                "FERRY_SCAN_INTERVAL",
+                &self.scan_interval,
+                "the interval must be at least 1s".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| {
+            err(
+                "FERRY_LOG",
+                &self.log,
+                format!("expected a RUST_LOG-style filter such as info or ferry=debug,info ({e})"),
+            )
+        })?;
+        let log_format = match self.log_format.trim().to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => {
+                return Err(err(
+                    "FERRY_LOG_FORMAT",
+                    &self.log_format,
+                    "expected json or text".into(),
+                ));
+            }
+        };
+        let s3_force_path_style = parse_bool(&self.s3_force_path_style).ok_or_else(|| {
+            err(
+                "FERRY_S3_FORCE_PATH_STYLE",
+                &self.s3_force_path_style,
+                "expected true or false".into(),
+            )
+        })?;
+        Ok(Settings {
+            listen,
+            database,
+            chunk_size,
+            concurrency,
+            scan_interval,
+            log_filter: self.log.clone(),
+            log_format,
+            s3_force_path_style,
+        })
+    }
+}
+
+/// `sqlite://path`, `sqlite:path`, `sqlite::memory:` or a plain path.
+pub fn parse_database_url(raw: &str) -> Result<DatabaseLocation, String> {
+    let raw = raw.trim();
+    let rest = raw
+        .strip_prefix("sqlite://")
+        .or_else(|| raw.strip_prefix("sqlite:"))
+        .unwrap_or(raw);
+    // Query parameters (sqlite://x.db?mode=rwc) are not ours to interpret: refuse them clearly.
+    if rest.contains('?') {
+        return Err(
+            "query parameters are not supported; give sqlite://PATH or a plain path".into(),
+        );
+    }
+    if raw.contains("://") && !raw.starts_with("sqlite://") {
+        return Err("only SQLite is supported; give sqlite://PATH or a plain path".into());
+    }
+    match rest {
+        "" => Err("the path is empty; give sqlite://PATH or a plain path".into()),
+        ":memory:" => Ok(DatabaseLocation::Memory),
+        path => Ok(DatabaseLocation::File(PathBuf::from(path))),
+    }
+}
+
+/// Bytes, or a number with B, KB, KiB, MB, MiB, GB, GiB (decimal or binary), case-insensitive.
+pub fn parse_byte_size(raw: &str) -> Result<u64, String> {
+    const HELP: &str = "expected bytes or a size with a unit, such as 5242880, 8MiB, 16MB or 1GiB";
+    let s = raw.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(HELP.into()),
+    };
+    if number.is_empty() {
+        return Err(HELP.into());
+    }
+    let bytes = if let Some((whole, frac)) = number.split_once('.') {
+        // "1.5GiB": exact arithmetic on the decimal digits, no floating point.
+        if frac.contains('.') || (whole.is_empty() && frac.is_empty()) {
+            return Err(HELP.into());
+        }
+        let scale = 10u128
+            .checked_pow(frac.len() as u32)
+            .ok_or_else(|| HELP.to_owned())?;
+        let digits: u128 = format!("{whole}{frac}")
+            .parse()
+            .map_err(|_| HELP.to_owned())?;
+        let value = digits * u128::from(multiplier);
+        if !value.is_multiple_of(scale) {
+            return Err(format!("{HELP}; the size must come out to whole bytes"));
+        }
+        u64::try_from(value / scale).map_err(|_| "the size is too large".to_owned())?
+    } else {
+        let n: u64 = number.parse().map_err(|_| HELP.to_owned())?;
+        n.checked_mul(multiplier)
+            .ok_or_else(|| "the size is too large".to_owned())?
+    };
+    Ok(bytes)
+}
+
+/// A duration such as 500ms, 2s, 30s, 5m, 1h or 1d; a bare number is seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    const HELP: &str = "expected a duration such as 2s, 30s, 5m, 1h (units ms, s, m, h, d)";
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| HELP.to_owned())?;
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(HELP.into()),
+    };
+    n.checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "the duration is too large".into())
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_accept_units() {
+        assert_eq!(parse_byte_size("5242880"), Ok(5 << 20));
+        assert_eq!(parse_byte_size("5MiB"), Ok(5 << 20));
+        assert_eq!(parse_byte_size("8 mib"), Ok(8 << 20));
+        assert_eq!(parse_byte_size("16MB"), Ok(16_000_000));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_byte_size("64KiB"), Ok(64 << 10));
+    }
+
+    #[test]
+    fn byte_sizes_reject_nonsense() {
+        for bad in [
+            "",
+            "MiB",
+            "5XB",
+            "-5",
+            "1.2.3MiB",
+            "0.3B",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_byte_size(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database_url("sqlite://ferry.db"),
+            Ok(DatabaseLocation::File("ferry.db".into()))
+        );
+        assert_eq!(
+            parse_database_url("sqlite:///var/lib/ferry/ferry.db"),
+            Ok(DatabaseLocation::File("/var/lib/ferry/ferry.db".into()))
+        );
+        assert_eq!(
+            parse_database_url("/tmp/x.db"),
+            Ok(DatabaseLocation::File("/tmp/x.db".into()))
+        );
+        assert_eq!(
+            parse_database_url("sqlite::memory:"),
+            Ok(DatabaseLocation::Memory)
+        );
+        assert!(parse_database_url("postgres://x").is_err());
+        assert!(parse_database_url("sqlite://").is_err());
+        assert!(parse_database_url("sqlite://x.db?mode=ro").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = RawSettings::default()
+            .validate()
+            .expect("defaults validate");
+        assert_eq!(s.chunk_size, 5 << 20);
+        assert_eq!(s.concurrency, 5);
+        assert_eq!(s.scan_interval, Duration::from_secs(300));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.s3_force_path_style);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let raw = RawSettings {
+            chunk_size: "4MiB".into(),
+            ..RawSettings::default()
+        };
+        let e = raw.validate().unwrap_err();
+        assert_eq!(e.variable, "FERRY_CHUNK_SIZE");
+        assert!(e.to_string().contains("FERRY_CHUNK_SIZE"));
+        assert!(e.to_string().contains("5 MiB"));
+
+        let raw = RawSettings {
+            concurrency: "0".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().variable, "FERRY_CONCURRENCY");
+
+        let raw = RawSettings {
+            log_format: "xml".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().variable, "FERRY_LOG_FORMAT");
+
+        let raw = RawSettings {
+            listen: "localhost".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().variable, "FERRY_LISTEN");
+
+        let raw = RawSettings {
+            s3_force_path_style: "maybe".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(
+            raw.validate().unwrap_err().variable,
+            "FERRY_S3_FORCE_PATH_STYLE"
+        );
+    }
+}

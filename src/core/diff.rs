@@ -1,0 +1,153 @@
+//! The scan's diff: what is on disk against what the store recorded.
+
+use std::collections::HashMap;
+
+/// What the last scan recorded of a file, for diffing against the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedFile {
+    pub file_id: i64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// A file seen on disk during a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenFile {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// What the scan must change in the store.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<SeenFile>,
+    /// (file id, what is on disk now).
+    pub changed: Vec<(i64, SeenFile)>,
+    pub removed: Vec<i64>,
+}
+
+impl Changes {
+    pub fn len(&self) -> usize {
+        self.added.len() + self.changed.len() + self.removed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Compares files as they are seen against the recorded ones, one at a time.
+///
+/// A file is new when no record has its path, changed when its size or its modification time
+/// (to the nanosecond) differs, and removed when the scan ends without seeing it.
+pub struct Differ {
+    recorded: HashMap<String, RecordedFile>,
+    pending: Changes,
+}
+
+impl Differ {
+    pub fn new(recorded: HashMap<String, RecordedFile>) -> Self {
+        Differ {
+            recorded,
+            pending: Changes::default(),
+        }
+    }
+
+    pub fn observe(&mut self, seen: SeenFile) {
+        match self.recorded.remove(&seen.path) {
+            None => self.pending.added.push(seen),
+            Some(r) if r.size != seen.size || r.mtime_ns != seen.mtime_ns => {
+                self.pending.changed.push((r.file_id, seen))
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Takes the changes gathered so far (to apply them in batches).
+    pub fn take(&mut self) -> Changes {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Ends the scan: every record not seen is removed.
+    pub fn finish(mut self) -> Changes {
+        let mut removed: Vec<i64> = self.recorded.into_values().map(|r| r.file_id).collect();
+        removed.sort_unstable();
+        self.pending.removed = removed;
+        self.pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
+        SeenFile {
+            path: path.into(),
+            size,
+            mtime_ns,
+        }
+    }
+
+    fn recorded(entries: &[(&str, i64, u64, i64)]) -> HashMap<String, RecordedFile> {
+        entries
+            .iter()
+            .map(|(p, id, size, mtime_ns)| {
+                (
+                    p.to_string(),
+                    RecordedFile {
+                        file_id: *id,
+                        size: *size,
+                        mtime_ns: *mtime_ns,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_new_changed_and_removed_files() {
+        let mut d = Differ::new(recorded(&[
+            ("same", 1, 10, 100),
+            ("grown", 2, 10, 100),
+            ("touched", 3, 10, 100),
+            ("gone", 4, 10, 100),
+        ]));
+        d.observe(seen("same", 10, 100));
+        d.observe(seen("grown", 11, 100));
+        // Same size, mtime moved by one nanosecond.
+        d.observe(seen("touched", 10, 101));
+        d.observe(seen("new", 5, 7));
+        let c = d.finish();
+        assert_eq!(c.added, vec![seen("new", 5, 7)]);
+        assert_eq!(
+            c.changed,
+            vec![(2, seen("grown", 11, 100)), (3, seen("touched", 10, 101))]
+        );
+        assert_eq!(c.removed, vec![4]);
+    }
+
+    #[test]
+    fn nothing_changed_means_no_changes() {
+        let mut d = Differ::new(recorded(&[("a", 1, 1, 1), ("b/c", 2, 2, 2)]));
+        d.observe(seen("a", 1, 1));
+        d.observe(seen("b/c", 2, 2));
+        assert!(d.finish().is_empty());
+    }
+
+    #[test]
+    fn changes_can_be_taken_in_batches() {
+        let mut d = Differ::new(HashMap::new());
+        d.observe(seen("a", 1, 1));
+        assert_eq!(d.pending_len(), 1);
+        assert_eq!(d.take().added.len(), 1);
+        d.observe(seen("b", 1, 1));
+        let rest = d.finish();
+        assert_eq!(rest.added, vec![seen("b", 1, 1)]);
+    }
+}

@@ -1,0 +1,7 @@
+//! The pure core: what to upload, how, and what state follows. No I/O lives here.
+
+pub mod diff;
+pub mod model;
+pub mod plan;
+pub mod spec;
+pub mod time;

@@ -1,0 +1,264 @@
+//! What a user asks for: an upload job's spec, and the rules its fields must follow.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+
+/// The longest glob ferry accepts.
+pub const MAX_PATTERN_LEN: usize = 1024;
+
+/// A job's spec after validation: an absolute source folder, a valid bucket, an optional glob.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub source_folder: PathBuf,
+    pub destination_bucket: BucketName,
+    pub pattern: Option<Pattern>,
+}
+
+/// Why a spec was refused; each message says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("source_folder must be an absolute path, got {0:?}")]
+    RelativeSourceFolder(String),
+    #[error("source_folder must not be empty")]
+    EmptySourceFolder,
+    #[error("destination_bucket {name:?} is not a valid S3 bucket name: {reason}")]
+    InvalidBucket { name: String, reason: &'static str },
+    #[error("pattern {pattern:?} is not a valid glob: {reason}")]
+    InvalidPattern { pattern: String, reason: String },
+}
+
+impl SpecError {
+    /// The request field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpecError::RelativeSourceFolder(_) | SpecError::EmptySourceFolder => "source_folder",
+            SpecError::InvalidBucket { .. } => "destination_bucket",
+            SpecError::InvalidPattern { .. } => "pattern",
+        }
+    }
+}
+
+impl JobSpec {
+    /// Checks the fields' form; whether the folder exists is the caller's I/O to do.
+    pub fn parse(
+        source_folder: &str,
+        destination_bucket: &str,
+        pattern: Option<&str>,
+    ) -> Result<Self, SpecError> {
+        if source_folder.is_empty() {
+            return Err(SpecError::EmptySourceFolder);
+        }
+        let folder = Path::new(source_folder);
+        if !folder.is_absolute() {
+            return Err(SpecError::RelativeSourceFolder(source_folder.to_owned()));
+        }
+        Ok(JobSpec {
+            source_folder: folder.to_path_buf(),
+            destination_bucket: BucketName::parse(destination_bucket)?,
+            pattern: pattern.map(Pattern::parse).transpose()?,
+        })
+    }
+
+    /// Whether a file at this relative path belongs to the job.
+    pub fn matches(&self, relative_path: &str) -> bool {
+        self.pattern
+            .as_ref()
+            .is_none_or(|p| p.matches(relative_path))
+    }
+}
+
+/// A glob on the path relative to the source folder: `*` stays within one folder, `**` crosses.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn parse(pattern: &str) -> Result<Self, SpecError> {
+        let invalid = |reason: String| SpecError::InvalidPattern {
+            pattern: pattern.chars().take(80).collect(),
+            reason,
+        };
+        if pattern.is_empty() {
+            return Err(invalid(
+                "it is empty; leave pattern out (or null) to take every file".into(),
+            ));
+        }
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(invalid(format!(
+                "it is {} bytes long; at most {MAX_PATTERN_LEN} are accepted",
+                pattern.len()
+            )));
+        }
+        if pattern.starts_with('/') {
+            return Err(invalid(
+                "it starts with '/'; patterns match the path relative to source_folder, such as **/*.log"
+                    .into(),
+            ));
+        }
+        let glob = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| invalid(e.kind().to_string()))?;
+        Ok(Pattern {
+            source: pattern.to_owned(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    pub fn matches(&self, relative_path: &str) -> bool {
+        self.matcher.is_match(relative_path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+/// An S3 bucket name that follows the general-purpose bucket naming rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketName(String);
+
+impl BucketName {
+    pub fn parse(name: &str) -> Result<Self, SpecError> {
+        validate_bucket_name(name).map_err(|reason| SpecError::InvalidBucket {
+            name: name.chars().take(80).collect(),
+            reason,
+        })?;
+        Ok(BucketName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// S3's rules for general-purpose bucket names.
+fn validate_bucket_name(name: &str) -> Result<(), &'static str> {
+    if !(3..=63).contains(&name.len()) {
+        return Err("it must be 3 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err("only lowercase letters, digits, '.' and '-' are allowed");
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[name.len() - 1];
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Err("it must begin and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return Err("it must not contain two adjacent periods");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("it must not be formatted as an IP address");
+    }
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return Err(
+                "it must not start with a prefix S3 reserves (xn--, sthree-, amzn-s3-demo-)",
+            );
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
+        if name.ends_with(suffix) {
+            return Err(
+                "it must not end with a suffix S3 reserves (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_buckets() {
+        for name in ["abc", "my-bucket", "my.bucket.1", "a1b2c3", &"a".repeat(63)] {
+            assert!(BucketName::parse(name).is_ok(), "{name} should be valid");
+        }
+    }
+
+    #[test]
+    fn invalid_buckets() {
+        for name in [
+            "",
+            "ab",
+            &"a".repeat(64),
+            "My-Bucket",
+            "my_bucket",
+            "-bucket",
+            "bucket-",
+            "my..bucket",
+            "192.168.5.4",
+            "xn--bucket",
+            "sthree-x",
+            "bucket-s3alias",
+            "bucket--ol-s3",
+            "bücket",
+            "a b c",
+        ] {
+            assert!(BucketName::parse(name).is_err(), "{name} should be invalid");
+        }
+    }
+
+    #[test]
+    fn star_stays_in_one_folder_and_double_star_crosses() {
+        let p = Pattern::parse("*.txt").unwrap();
+        assert!(p.matches("a.txt"));
+        assert!(!p.matches("dir/a.txt"));
+        let p = Pattern::parse("**/*.log").unwrap();
+        assert!(p.matches("a.log"));
+        assert!(p.matches("x/y/z.log"));
+        assert!(!p.matches("x/y/z.txt"));
+        let p = Pattern::parse("logs/*").unwrap();
+        assert!(p.matches("logs/a"));
+        assert!(!p.matches("logs/a/b"));
+        let p = Pattern::parse("data/**").unwrap();
+        assert!(p.matches("data/a/b/c.bin"));
+        assert!(!p.matches("other/a"));
+        let p = Pattern::parse("{a,b}/?.csv").unwrap();
+        assert!(p.matches("a/1.csv"));
+        assert!(p.matches("b/2.csv"));
+        assert!(!p.matches("c/3.csv"));
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        assert!(Pattern::parse("").is_err());
+        assert!(Pattern::parse("/abs/*.txt").is_err());
+        assert!(Pattern::parse("[a-").is_err());
+        assert!(Pattern::parse("{a,b").is_err());
+        assert!(Pattern::parse(&"a".repeat(MAX_PATTERN_LEN + 1)).is_err());
+        let e = Pattern::parse("[").unwrap_err();
+        assert_eq!(e.field(), "pattern");
+        assert!(e.to_string().contains("not a valid glob"));
+    }
+
+    #[test]
+    fn spec_needs_an_absolute_folder() {
+        let e = JobSpec::parse("data/in", "bucket", None).unwrap_err();
+        assert_eq!(e, SpecError::RelativeSourceFolder("data/in".into()));
+        assert_eq!(e.field(), "source_folder");
+        assert!(JobSpec::parse("", "bucket", None).is_err());
+        let spec = JobSpec::parse("/data/in", "bucket", Some("**/*.csv")).unwrap();
+        assert!(spec.matches("x/y.csv"));
+        assert!(!spec.matches("x/y.txt"));
+        let spec = JobSpec::parse("/data/in", "bucket", None).unwrap();
+        assert!(spec.matches("anything/at/all"));
+    }
+}

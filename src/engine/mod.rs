@@ -1,0 +1,421 @@
+//! The engine: scans jobs' folders into the store, runs uploads through a bounded pool, and
+//! aborts the multipart uploads the store lets go of.
+//!
+//! Three loops share one [`Context`]:
+//! - the scanner reconciles one job at a time: checks its folder and bucket, diffs the disk
+//!   against the store, and records new, changed and removed files;
+//! - the dispatcher claims PENDING files from the store, FERRY_CONCURRENCY at a time, and
+//!   uploads each one;
+//! - the janitor aborts the multipart uploads queued in `pending_aborts`.
+//!
+//! All state is in the store; the loops hold none that a restart would miss. On start every job
+//! is scanned and interrupted uploads go back to PENDING, so unfinished work carries on.
+
+pub mod upload;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::core::diff::Differ;
+use crate::core::model::{job_state, progress};
+use crate::core::spec::JobSpec;
+use crate::s3::{ErrorKind, ObjectStore};
+use crate::store::{ClaimedFile, Store};
+use upload::{Outcome, Uploader};
+
+/// How many changes a scan gathers before writing them in one transaction.
+const SCAN_BATCH: usize = 1000;
+/// How long a scan waits before trying a job again after S3 could not be reached.
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(10);
+/// How often the janitor looks at `pending_aborts` without being woken.
+const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the engine needs of the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    pub chunk_size: u64,
+    pub concurrency: usize,
+    pub scan_interval: Duration,
+    /// How long in-flight uploads get to finish at shutdown before they are left for the next
+    /// start.
+    pub shutdown_grace: Duration,
+}
+
+/// What every part of the engine shares.
+pub struct Context {
+    pub store: Store,
+    pub s3: ObjectStore,
+    pub settings: EngineSettings,
+    work: Notify,
+    aborts: Notify,
+    scans: ScanQueue,
+}
+
+/// Jobs waiting for a scan, each at most once.
+#[derive(Default)]
+struct ScanQueue {
+    queue: Mutex<(VecDeque<String>, HashSet<String>)>,
+    ready: Notify,
+}
+
+impl ScanQueue {
+    fn push(&self, job_id: &str) {
+        let mut q = self.queue.lock().expect("scan queue lock");
+        if q.1.insert(job_id.to_owned()) {
+            q.0.push_back(job_id.to_owned());
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> Option<String> {
+        let mut q = self.queue.lock().expect("scan queue lock");
+        let id = q.0.pop_front()?;
+        q.1.remove(&id);
+        Some(id)
+    }
+}
+
+impl Context {
+    pub fn new(store: Store, s3: ObjectStore, settings: EngineSettings) -> Arc<Self> {
+        Arc::new(Context {
+            store,
+            s3,
+            settings,
+            work: Notify::new(),
+            aborts: Notify::new(),
+            scans: ScanQueue::default(),
+        })
+    }
+
+    /// Asks for a scan of the job (check_upload_job): soon, once, whatever woke it.
+    pub fn request_scan(&self, job_id: &str) {
+        self.scans.push(job_id);
+    }
+
+    /// Tells the janitor that multipart uploads wait to be aborted.
+    pub fn wake_janitor(&self) {
+        self.aborts.notify_one();
+    }
+}
+
+/// Runs the engine until `shutdown` turns true; returns once every loop has stopped.
+pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    match ctx.store.recover_interrupted().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "uploads interrupted by the last stop go again"),
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted uploads"),
+    }
+    match ctx.store.job_ids().await {
+        Ok(ids) => ids.iter().for_each(|id| ctx.request_scan(id)),
+        Err(e) => tracing::error!(error = %e, "cannot list jobs to resume them"),
+    }
+    let mut loops = JoinSet::new();
+    loops.spawn(scan_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(periodic_rescan(ctx.clone(), shutdown.clone()));
+    loops.spawn(dispatch_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(janitor_loop(ctx.clone(), shutdown.clone()));
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    while loops.join_next().await.is_some() {}
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn periodic_rescan(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ctx.settings.scan_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is now, and start already queued every job
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match ctx.store.job_ids().await {
+            Ok(ids) => ids.iter().for_each(|id| ctx.request_scan(id)),
+            Err(e) => tracing::error!(error = %e, "cannot list jobs for the periodic scan"),
+        }
+    }
+}
+
+async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        while let Some(job_id) = ctx.scans.pop() {
+            if *shutdown.borrow() {
+                return;
+            }
+            let span = tracing::info_span!("scan", upload_id = %job_id);
+            if let Err(e) = check_upload_job(&ctx, &job_id).instrument(span).await {
+                tracing::error!(upload_id = %job_id, error = %e, "scan failed");
+            }
+        }
+        tokio::select! {
+            _ = ctx.scans.ready.notified() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the scan task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The file monitor's check: compares the job's folder with the store and records what differs.
+///
+/// Safe to run at any time and any number of times; it looks at the job as it is, never at why
+/// it was asked.
+pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), ScanError> {
+    let Some(job) = ctx.store.get_job(job_id).await? else {
+        return Ok(()); // deleted meanwhile
+    };
+    let started = Instant::now();
+    let spec = match JobSpec::parse(
+        &job.source_folder,
+        &job.destination_bucket,
+        job.pattern.as_deref(),
+    ) {
+        Ok(spec) => spec,
+        Err(e) => {
+            ctx.store
+                .set_job_error(job_id, Some(&e.to_string()))
+                .await?;
+            return Ok(());
+        }
+    };
+    match tokio::fs::metadata(&spec.source_folder).await {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            let msg = format!("source folder {} is not a directory", job.source_folder);
+            ctx.store.set_job_error(job_id, Some(&msg)).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            let msg = format!("source folder {} cannot be read: {e}", job.source_folder);
+            ctx.store.set_job_error(job_id, Some(&msg)).await?;
+            return Ok(());
+        }
+    }
+    match ctx.s3.check_bucket(&job.destination_bucket).await {
+        Ok(()) => ctx.store.set_job_error(job_id, None).await?,
+        Err(e) if e.kind == ErrorKind::Transient => {
+            tracing::warn!(error = %e, "S3 cannot be reached; the job waits and is tried again");
+            let ctx = ctx.clone();
+            let job_id = job_id.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY_UNREACHABLE).await;
+                ctx.request_scan(&job_id);
+            });
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the job cannot upload to its bucket");
+            ctx.store
+                .set_job_error(job_id, Some(&e.to_string()))
+                .await?;
+            return Ok(());
+        }
+    }
+
+    let recorded = ctx.store.recorded_files(job_id).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut differ = Differ::new(recorded);
+        let mut seen = 0u64;
+        crate::scan::walk(&spec, |file| {
+            seen += 1;
+            differ.observe(file);
+            if differ.pending_len() >= SCAN_BATCH {
+                let _ = tx.blocking_send(differ.take());
+            }
+        });
+        let _ = tx.blocking_send(differ.finish());
+        seen
+    });
+    let (mut added, mut changed, mut removed) = (0, 0, 0);
+    while let Some(batch) = rx.recv().await {
+        if batch.is_empty() {
+            continue;
+        }
+        ctx.store
+            .apply_scan_changes(
+                job_id,
+                &job.destination_bucket,
+                &batch.added,
+                &batch.changed,
+                &batch.removed,
+            )
+            .await?;
+        (added, changed, removed) = (
+            added + batch.added.len(),
+            changed + batch.changed.len(),
+            removed + batch.removed.len(),
+        );
+        if !batch.changed.is_empty() || !batch.removed.is_empty() {
+            ctx.wake_janitor();
+        }
+        ctx.work.notify_one();
+    }
+    let seen = walker.await?;
+    ctx.store.mark_scanned(job_id).await?;
+    tracing::info!(
+        files = seen,
+        added,
+        changed,
+        removed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "scan done"
+    );
+    Ok(())
+}
+
+async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
+    let mut uploads = JoinSet::new();
+    loop {
+        while uploads.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stopped(&mut shutdown) => break,
+        };
+        match ctx.store.claim_next_file().await {
+            Ok(Some(file)) => {
+                let ctx = ctx.clone();
+                uploads.spawn(async move {
+                    run_upload(&ctx, file).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    _ = ctx.work.notified() => {}
+                    // A net under lost wake-ups; claiming is cheap.
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stopped(&mut shutdown) => break,
+                }
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::error!(error = %e, "cannot claim the next file");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    // Shutdown: give uploads in flight a moment, then leave them for the next start.
+    let grace = ctx.settings.shutdown_grace;
+    let finished = tokio::time::timeout(grace, async {
+        while uploads.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::info!(
+            uploads = uploads.len(),
+            "uploads still in flight are left to resume at the next start"
+        );
+        uploads.shutdown().await;
+    }
+}
+
+async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
+    let uploader = Uploader {
+        store: &ctx.store,
+        s3: &ctx.s3,
+        chunk_size: ctx.settings.chunk_size,
+    };
+    let version = file.version();
+    let recorded = match uploader.upload(&file).await {
+        Ok(Outcome::Uploaded { etag }) => ctx.store.mark_uploaded(version, etag.as_deref()).await,
+        Ok(Outcome::Changed { now }) => {
+            tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file changed while uploading; it goes again");
+            ctx.store.file_changed(version, now).await.map(|()| true)
+        }
+        Ok(Outcome::Superseded) => Ok(true),
+        Err(e) => {
+            tracing::warn!(upload_id = %file.upload_id, path = %file.path, error = %e, "upload failed");
+            ctx.store.mark_failed(version, &e.to_string()).await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome");
+    }
+    ctx.wake_janitor();
+    log_if_settled(ctx, &file.upload_id).await;
+}
+
+/// Logs a job's end once it has no work left.
+async fn log_if_settled(ctx: &Context, job_id: &str) {
+    let (Ok(Some(job)), Ok(files)) = (
+        ctx.store.get_job(job_id).await,
+        ctx.store.job_tally(job_id).await,
+    ) else {
+        return;
+    };
+    if files.active_files() == 0 {
+        let state = job_state(job.facts(), &files);
+        tracing::info!(
+            upload_id = %job_id,
+            state = %state,
+            progress = progress(state, &files),
+            files = files.total_files(),
+            failed = files.failed.files,
+            "job settled"
+        );
+    }
+}
+
+async fn janitor_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match ctx.store.pending_aborts(100).await {
+            Ok(batch) => {
+                for abort in batch {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    let result = ctx
+                        .s3
+                        .abort_multipart_upload(
+                            &abort.bucket,
+                            &abort.key,
+                            &abort.multipart_upload_id,
+                        )
+                        .await;
+                    let recorded = match result {
+                        Ok(()) => {
+                            tracing::debug!(key = %abort.key, "multipart upload aborted");
+                            ctx.store.abort_done(&abort.multipart_upload_id).await
+                        }
+                        // No bucket, no upload left in it.
+                        Err(e) if e.kind == ErrorKind::NoSuchBucket => {
+                            ctx.store.abort_done(&abort.multipart_upload_id).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = %abort.key, attempts = abort.attempts + 1, error = %e, "cannot abort a multipart upload yet");
+                            ctx.store
+                                .abort_failed(&abort.multipart_upload_id, &e.to_string())
+                                .await
+                        }
+                    };
+                    if let Err(e) = recorded {
+                        tracing::error!(error = %e, "cannot record an abort");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the multipart uploads to abort"),
+        }
+        tokio::select! {
+            _ = ctx.aborts.notified() => {}
+            _ = tokio::time::sleep(JANITOR_INTERVAL) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The S3 edge: the only module that knows the AWS SDK.
+//!
+//! Each call is retried here, with backon (exponential, jittered, bounded), when its error is
+//! transient: throttling, 5xx, timeouts, dropped connections. What cannot succeed by trying
+//! again (a missing bucket, a refusal) fails at once with the reason. The SDK's own retries are
+//! off so that this is the one place that decides.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+
+/// How an S3 error should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth trying again: throttling, 5xx, timeouts, dropped or refused connections.
+    Transient,
+    /// The bucket does not exist.
+    NoSuchBucket,
+    /// Credentials are missing, wrong, or not allowed to do this.
+    AccessDenied,
+    /// The multipart upload is not known to the server (completed, aborted or expired).
+    NoSuchUpload,
+    /// Anything else the server refused; trying again will not help.
+    Permanent,
+}
+
+/// A failed S3 call: what kind, and a message that says what happened.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct S3Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl S3Error {
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        S3Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = S3Error> = std::result::Result<T, E>;
+
+/// Why the S3 client could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "no AWS region is configured: set AWS_REGION (for LocalStack or MinIO any region, such as us-east-1, will do)"
+    )]
+    NoRegion,
+}
+
+/// How hard to retry one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1))
+    }
+}
+
+/// A part acknowledged by S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: i32,
+    pub etag: String,
+    pub checksum_crc32: Option<String>,
+}
+
+/// What HeadObject says of an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+impl ObjectStore {
+    /// Builds the client from the standard AWS chain (environment, profile, IMDS, web identity).
+    pub async fn from_env(force_path_style: bool, retry: RetryPolicy) -> Result<Self, SetupError> {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .build(),
+            )
+            .load()
+            .await;
+        if shared.region().is_none() {
+            return Err(SetupError::NoRegion);
+        }
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(force_path_style)
+            .build();
+        Ok(ObjectStore {
+            client: Client::from_conf(config),
+            retry,
+        })
+    }
+
+    async fn retrying<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        call.retry(self.retry.backoff())
+            .when(S3Error::is_transient)
+            .notify(|err: &S3Error, delay: Duration| {
+                tracing::warn!(operation = what, error = %err, retry_in_ms = delay.as_millis() as u64, "S3 request failed, retrying");
+            })
+            .await
+    }
+
+    /// Whether the bucket exists and these credentials may use it.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<()> {
+        self.retrying("HeadBucket", || async {
+            self.client
+                .head_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(e, Some(bucket)))
+        })
+        .await
+    }
+
+    /// One request, not retried, that shows whether S3 answers at all: any answer from the
+    /// service, even a refusal, counts; a timeout or a connection failure does not.
+    pub async fn reachable(&self) -> bool {
+        match self.client.list_buckets().max_buckets(1).send().await {
+            Ok(_) => true,
+            Err(SdkError::ServiceError(_)) => true,
+            Err(_) => false,
+        }
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> Result<Option<String>> {
+        self.retrying("PutObject", || async {
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .map(|out| out.e_tag)
+                .map_err(|e| classify(e, Some(bucket)))
+        })
+        .await
+    }
+
+    pub async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String> {
+        self.retrying("CreateMultipartUpload", || async {
+            let out = self
+                .client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                // Each part carries a CRC32 that S3 checks on receipt, and the completion lists
+                // them, so a part corrupted on the way is refused rather than stored.
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .send()
+                .await
+                .map_err(|e| classify(e, Some(bucket)))?;
+            out.upload_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+                S3Error::new(
+                    ErrorKind::Permanent,
+                    "CreateMultipartUpload answered without an UploadId",
+                )
+            })
+        })
+        .await
+    }
+
+    pub async fn upload_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart> {
+        self.retrying("UploadPart", || async {
+            let out = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .map_err(|e| classify(e, Some(bucket)))?;
+            let etag = out.e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
+                S3Error::new(ErrorKind::Permanent, "UploadPart answered without an ETag")
+            })?;
+            Ok(UploadedPart {
+                number,
+                etag,
+                checksum_crc32: out.checksum_crc32,
+            })
+        })
+        .await
+    }
+
+    pub async fn complete_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<Option<String>> {
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number)
+                            .e_tag(&p.etag)
+                            .set_checksum_crc32(p.checksum_crc32.clone())
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        self.retrying("CompleteMultipartUpload", || async {
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(completed.clone())
+                .send()
+                .await
+                .map(|out| out.e_tag)
+                .map_err(|e| classify(e, Some(bucket)))
+        })
+        .await
+    }
+
+    /// Aborts a multipart upload; one the server no longer knows counts as aborted.
+    pub async fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<()> {
+        let result = self
+            .retrying("AbortMultipartUpload", || async {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(e, Some(bucket)))
+            })
+            .await;
+        match result {
+            Err(e) if e.kind == ErrorKind::NoSuchUpload => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        self.retrying("HeadObject", || async {
+            let out = self
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| classify(e, Some(bucket)))?;
+            Ok(ObjectInfo {
+                size: out
+                    .content_length
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        S3Error::new(ErrorKind::Permanent, "HeadObject answered without a size")
+                    })?,
+                etag: out.e_tag,
+            })
+        })
+        .await
+    }
+}
+
+/// Sorts an SDK error into what ferry does about it, with a message a person can act on.
+fn classify<E, R>(err: SdkError<E, R>, bucket: Option<&str>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) => {
+            S3Error::new(ErrorKind::Transient, format!("S3 timed out: {detail}"))
+        }
+        SdkError::DispatchFailure(f) if f.is_user() => S3Error::new(ErrorKind::Permanent, detail),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => S3Error::new(
+            ErrorKind::Transient,
+            format!("could not reach S3: {detail}"),
+        ),
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status_code();
+            let code = service.err().code().unwrap_or("");
+            let message = service.err().message().unwrap_or("");
+            let kind = kind_of(status, code);
+            let text = match (kind, bucket) {
+                (ErrorKind::NoSuchBucket, Some(b)) => {
+                    format!("bucket {b:?} does not exist (NoSuchBucket)")
+                }
+                (ErrorKind::AccessDenied, Some(b)) => {
+                    format!(
+                        "access to bucket {b:?} was refused (HTTP {status} {code}): check the credentials and the bucket policy"
+                    )
+                }
+                _ if code.is_empty() => format!("S3 answered HTTP {status}"),
+                _ if message.is_empty() => format!("S3 answered HTTP {status} {code}"),
+                _ => format!("S3 answered HTTP {status} {code}: {message}"),
+            };
+            S3Error::new(kind, text)
+        }
+        _ => S3Error::new(ErrorKind::Permanent, detail),
+    }
+}
+
+/// The decision table for a service answer.
+fn kind_of(status: u16, code: &str) -> ErrorKind {
+    match code {
+        "NoSuchBucket" => return ErrorKind::NoSuchBucket,
+        "NoSuchUpload" => return ErrorKind::NoSuchUpload,
+        "AccessDenied"
+        | "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "AllAccessDisabled"
+        | "ExpiredToken"
+        | "InvalidToken" => return ErrorKind::AccessDenied,
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestTimeout"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "RequestTimeTooSkewed" => return ErrorKind::Transient,
+        _ => {}
+    }
+    match status {
+        404 if code.is_empty() || code == "NotFound" => ErrorKind::NoSuchBucket,
+        401 | 403 => ErrorKind::AccessDenied,
+        408 | 429 | 500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// The status of a raw response, whatever its type.
+pub trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_errors_are_retried() {
+        assert_eq!(kind_of(503, "SlowDown"), ErrorKind::Transient);
+        assert_eq!(kind_of(500, "InternalError"), ErrorKind::Transient);
+        assert_eq!(kind_of(502, ""), ErrorKind::Transient);
+        assert_eq!(kind_of(429, ""), ErrorKind::Transient);
+        assert_eq!(kind_of(400, "RequestTimeout"), ErrorKind::Transient);
+    }
+
+    #[test]
+    fn what_cannot_succeed_is_not_retried() {
+        assert_eq!(kind_of(404, "NoSuchBucket"), ErrorKind::NoSuchBucket);
+        assert_eq!(kind_of(404, ""), ErrorKind::NoSuchBucket);
+        assert_eq!(kind_of(403, "AccessDenied"), ErrorKind::AccessDenied);
+        assert_eq!(kind_of(403, ""), ErrorKind::AccessDenied);
+        assert_eq!(kind_of(404, "NoSuchUpload"), ErrorKind::NoSuchUpload);
+        assert_eq!(kind_of(400, "EntityTooSmall"), ErrorKind::Permanent);
+        assert_eq!(kind_of(400, "InvalidPart"), ErrorKind::Permanent);
+    }
+}

@@ -1,0 +1,71 @@
+//! Walking a source folder: the disk edge of the scan.
+//!
+//! The walk streams (walkdir), so memory does not grow with the tree. Only regular files are
+//! taken: symbolic links are not followed, and fifos, sockets and devices are passed over so
+//! that nothing blocks the walk. A file that vanishes or cannot be read mid-walk is that file's
+//! problem, logged, never the scan's.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use walkdir::WalkDir;
+
+use crate::core::diff::SeenFile;
+use crate::core::plan::relative_key_path;
+use crate::core::spec::JobSpec;
+
+/// Size and modification time (nanoseconds since the epoch) of a file.
+pub fn file_version(meta: &std::fs::Metadata) -> (u64, i64) {
+    (meta.len(), mtime_ns(meta.modified().ok()))
+}
+
+fn mtime_ns(modified: Option<SystemTime>) -> i64 {
+    match modified.map(|t| t.duration_since(UNIX_EPOCH)) {
+        Some(Ok(d)) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Some(Err(before)) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
+        None => 0,
+    }
+}
+
+/// Calls `visit` with every regular file under the job's folder that its pattern matches.
+/// Blocking: run it off the async workers.
+pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile)) {
+    let root = spec.source_folder.as_path();
+    for entry in WalkDir::new(root).follow_links(false).min_depth(1) {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e.path().map(Path::display).map(|p| p.to_string());
+                tracing::warn!(path, error = %e, "cannot read an entry of the source folder; skipping it");
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = match relative_key_path(root, entry.path()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "skipping a file that cannot be named in S3");
+                continue;
+            }
+        };
+        if !spec.matches(&relative) {
+            continue;
+        }
+        match entry.metadata() {
+            Ok(meta) => {
+                let (size, mtime_ns) = file_version(&meta);
+                visit(SeenFile {
+                    path: relative,
+                    size,
+                    mtime_ns,
+                });
+            }
+            Err(e) => {
+                // Vanished between listing and stat: the next scan will not see it either.
+                tracing::warn!(path = %relative, error = %e, "cannot stat a file; skipping it");
+            }
+        }
+    }
+}

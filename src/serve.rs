@@ -1,0 +1,105 @@
+//! `ferry serve`: wires the store, S3, the engine and the HTTP API together, and stops them in
+//! order on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use salvo::conn::{Acceptor, Listener, TcpListener};
+use salvo::server::Server;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::{DatabaseLocation, Settings};
+use crate::engine::{self, Context, EngineSettings};
+use crate::s3::{ObjectStore, RetryPolicy};
+use crate::store::Store;
+use crate::telemetry;
+
+/// How long the HTTP server gets to finish requests at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+/// How long uploads in flight get to finish at shutdown; the whole stop stays within 10 s.
+const UPLOAD_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the database {location} (FERRY_DATABASE_URL): {source}")]
+    Database {
+        location: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot set up S3: {0}")]
+    S3(#[from] crate::s3::SetupError),
+    #[error("cannot listen on {addr} (FERRY_LISTEN): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: salvo::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+pub async fn run(settings: Settings) -> Result<(), ServeError> {
+    telemetry::init(&settings.log_filter, settings.log_format);
+
+    let store = Store::open(&settings.database)
+        .await
+        .map_err(|source| ServeError::Database {
+            location: match &settings.database {
+                DatabaseLocation::File(p) => p.display().to_string(),
+                DatabaseLocation::Memory => ":memory:".into(),
+            },
+            source,
+        })?;
+    let s3 = ObjectStore::from_env(settings.s3_force_path_style, RetryPolicy::default()).await?;
+    let ctx = Context::new(
+        store,
+        s3,
+        EngineSettings {
+            chunk_size: settings.chunk_size,
+            concurrency: settings.concurrency,
+            scan_interval: settings.scan_interval,
+            shutdown_grace: UPLOAD_GRACE,
+        },
+    );
+
+    let acceptor = TcpListener::new(settings.listen)
+        .try_bind()
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let local = acceptor
+        .holdings()
+        .first()
+        .map(|h| h.local_addr.to_string())
+        .unwrap_or_default();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signals)?;
+    let server = Server::new(acceptor);
+    let http = server.handle();
+    let (stop, stopped) = watch::channel(false);
+
+    let engine = tokio::spawn(engine::run(ctx.clone(), stopped));
+    let service = api::service(Arc::new(AppState { ctx }));
+    let serving = tokio::spawn(server.serve(service));
+    tracing::info!(
+        listen = %local,
+        chunk_size = settings.chunk_size,
+        concurrency = settings.concurrency,
+        scan_interval_s = settings.scan_interval.as_secs(),
+        "ferry is serving"
+    );
+
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(signal, "stopping: no new work is taken");
+    let _ = stop.send(true);
+    http.stop_graceful(HTTP_GRACE);
+    let _ = engine.await;
+    let _ = serving.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,684 @@
+//! The store: every read and write of ferry's state, as named operations over SQLite.
+//!
+//! Only this module knows SQL. Write transactions start with `BEGIN IMMEDIATE` so that two writers
+//! queue on the busy timeout instead of failing on a lock upgrade.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use crate::config::DatabaseLocation;
+use crate::core::diff::{RecordedFile, SeenFile};
+use crate::core::model::{FileState, FileTally, JobFacts, StateTally};
+use crate::core::plan::object_key;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database holds a value ferry does not understand: {0}")]
+    Corrupt(String),
+    #[error("an upload job with id {0:?} already exists")]
+    Conflict(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A job as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub source_folder: String,
+    pub destination_bucket: String,
+    pub pattern: Option<String>,
+    pub error: Option<String>,
+    pub scanned_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl JobRow {
+    pub fn facts(&self) -> JobFacts {
+        JobFacts {
+            scanned: self.scanned_at.is_some(),
+            blocked: self.error.is_some(),
+        }
+    }
+}
+
+/// A tracked file as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct FileRow {
+    pub id: i64,
+    pub upload_job_id: String,
+    pub path: String,
+    #[sqlx(try_from = "String")]
+    pub state: StoredFileState,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub bytes_sent: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub multipart_upload_id: Option<String>,
+    pub etag: Option<String>,
+    pub updated_at: String,
+}
+
+/// A [`FileState`] read from a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFileState(pub FileState);
+
+impl TryFrom<String> for StoredFileState {
+    type Error = crate::core::model::UnknownState;
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        FileState::from_str(&s).map(StoredFileState)
+    }
+}
+
+/// A file taken for upload, with what the uploader needs of its job.
+#[derive(Debug, Clone)]
+pub struct ClaimedFile {
+    pub file_id: i64,
+    pub upload_id: String,
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub source_folder: PathBuf,
+    pub bucket: String,
+    pub attempt: i64,
+}
+
+/// The version of a file an uploader is working on; every write it makes is guarded by it, so
+/// that a scan that saw the file change wins over an upload of the old bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    pub file_id: i64,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl ClaimedFile {
+    pub fn version(&self) -> FileVersion {
+        FileVersion {
+            file_id: self.file_id,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
+}
+
+/// A multipart upload waiting to be aborted.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingAbort {
+    pub multipart_upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub attempts: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the database.
+    pub async fn open(location: &DatabaseLocation) -> Result<Self> {
+        let options = match location {
+            DatabaseLocation::File(path) => SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal),
+            DatabaseLocation::Memory => SqliteConnectOptions::from_str("sqlite::memory:")?,
+        }
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+        let max = if matches!(location, DatabaseLocation::Memory) {
+            1 // each in-memory connection would be a database of its own
+        } else {
+            8
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- jobs ----
+
+    pub async fn create_job(
+        &self,
+        id: &str,
+        source_folder: &str,
+        bucket: &str,
+        pattern: Option<&str>,
+    ) -> Result<JobRow> {
+        let row = sqlx::query_as::<_, JobRow>(
+            "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern)
+             VALUES (?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING *",
+        )
+        .bind(id)
+        .bind(source_folder)
+        .bind(bucket)
+        .bind(pattern)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| StoreError::Conflict(id.to_owned()))
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<Option<JobRow>> {
+        Ok(
+            sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn list_jobs(&self) -> Result<Vec<JobRow>> {
+        Ok(
+            sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn job_ids(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT id FROM upload_jobs ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Files of one job by state, for its status.
+    pub async fn job_tally(&self, id: &str) -> Result<FileTally> {
+        let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
+             FROM files WHERE upload_job_id = ? GROUP BY state",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Self::tallies(rows)?.remove(id).unwrap_or_default())
+    }
+
+    /// Files of every job by state.
+    pub async fn all_tallies(&self) -> Result<HashMap<String, FileTally>> {
+        let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
+             FROM files GROUP BY upload_job_id, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Self::tallies(rows)
+    }
+
+    fn tallies(rows: Vec<(String, String, i64, i64, i64)>) -> Result<HashMap<String, FileTally>> {
+        let mut out: HashMap<String, FileTally> = HashMap::new();
+        for (job, state, files, bytes, bytes_sent) in rows {
+            let state =
+                FileState::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.entry(job).or_default().add(
+                state,
+                StateTally {
+                    files: to_u64(files),
+                    bytes: to_u64(bytes),
+                    bytes_sent: to_u64(bytes_sent),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records (or clears) what blocks the whole job.
+    pub async fn set_job_error(&self, id: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE upload_jobs SET error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?1 AND error IS NOT ?2",
+        )
+        .bind(id)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a job and its file rows; its open multipart uploads move to `pending_aborts`.
+    /// Returns false when there was no such job.
+    pub async fn delete_job(&self, id: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let Some(bucket) = sqlx::query_scalar::<_, String>(
+            "SELECT destination_bucket FROM upload_jobs WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let open = sqlx::query_as::<_, (String, String)>(
+            "SELECT path, multipart_upload_id FROM files
+             WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (path, upload) in open {
+            queue_abort(&mut tx, &upload, &bucket, &object_key(id, &path)).await?;
+        }
+        sqlx::query("DELETE FROM upload_jobs WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // ---- scanning ----
+
+    /// What the store holds of a job's files, keyed by path, for the scan's diff.
+    pub async fn recorded_files(&self, job_id: &str) -> Result<HashMap<String, RecordedFile>> {
+        let rows = sqlx::query_as::<_, (i64, String, i64, i64)>(
+            "SELECT id, path, size, mtime_ns FROM files WHERE upload_job_id = ?",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(file_id, path, size, mtime_ns)| {
+                (
+                    path,
+                    RecordedFile {
+                        file_id,
+                        size: to_u64(size),
+                        mtime_ns,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Adds new files, puts changed ones back to PENDING (abandoning an upload of the old bytes),
+    /// and forgets files gone from disk: one transaction per call.
+    pub async fn apply_scan_changes(
+        &self,
+        job_id: &str,
+        bucket: &str,
+        added: &[SeenFile],
+        changed: &[(i64, SeenFile)],
+        removed: &[i64],
+    ) -> Result<()> {
+        if added.is_empty() && changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for f in added {
+            sqlx::query(
+                "INSERT INTO files (upload_job_id, path, size, mtime_ns) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (upload_job_id, path) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(&f.path)
+            .bind(to_i64(f.size))
+            .bind(f.mtime_ns)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (file_id, f) in changed {
+            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            sqlx::query(
+                "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
+                    attempts = 0, last_error = NULL, etag = NULL,
+                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?",
+            )
+            .bind(to_i64(f.size))
+            .bind(f.mtime_ns)
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for file_id in removed {
+            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            sqlx::query("DELETE FROM files WHERE id = ?")
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notes that a full scan of the job's folder has ended.
+    pub async fn mark_scanned(&self, job_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE upload_jobs SET scanned_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?",
+        )
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- uploading ----
+
+    /// Takes the oldest PENDING file of a job that is not blocked, and marks it IN_PROGRESS.
+    pub async fn claim_next_file(&self) -> Result<Option<ClaimedFile>> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query_as::<_, (i64, String, String, i64, i64, i64, String, String)>(
+            "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1, bytes_sent = 0,
+                last_error = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = (
+                SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+                WHERE f.state = 'PENDING' AND j.error IS NULL
+                ORDER BY f.id LIMIT 1)
+             RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
+                (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id),
+                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id)",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(
+            |(file_id, upload_id, path, size, mtime_ns, attempt, source_folder, bucket)| {
+                ClaimedFile {
+                    file_id,
+                    upload_id,
+                    path,
+                    size: to_u64(size),
+                    mtime_ns,
+                    source_folder: PathBuf::from(source_folder),
+                    bucket,
+                    attempt,
+                }
+            },
+        ))
+    }
+
+    /// Records the multipart upload just created for a file. Returns false when the file is no
+    /// longer this version in progress (changed, deleted): the caller must abort the upload.
+    pub async fn set_multipart_upload(&self, v: FileVersion, upload: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE files SET multipart_upload_id = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
+        )
+        .bind(upload)
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records how many bytes of the file S3 has acknowledged. Returns false when the file is no
+    /// longer this version in progress.
+    pub async fn record_bytes_sent(&self, v: FileVersion, bytes_sent: u64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE files SET bytes_sent = ? WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
+        )
+        .bind(to_i64(bytes_sent))
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The file is in S3, verified. No effect when the file changed meanwhile.
+    pub async fn mark_uploaded(&self, v: FileVersion, etag: Option<&str>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE files SET state = 'UPLOADED', bytes_sent = size, multipart_upload_id = NULL,
+                etag = ?, last_error = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
+        )
+        .bind(etag)
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The upload failed for good; its multipart upload, if any, is queued for abort.
+    pub async fn mark_failed(&self, v: FileVersion, error: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let job = sqlx::query_as::<_, (String, String)>(
+            "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+             WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
+        )
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((job_id, bucket)) = job else {
+            return Ok(false);
+        };
+        release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        sqlx::query(
+            "UPDATE files SET state = 'FAILED', bytes_sent = 0, last_error = ?,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(v.file_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The file on disk is not the version claimed (it changed, or vanished): record what is
+    /// there now and put it back to PENDING, or forget it when it is gone.
+    pub async fn file_changed(&self, v: FileVersion, now: Option<(u64, i64)>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let job = sqlx::query_as::<_, (String, String)>(
+            "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+             WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
+        )
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((job_id, bucket)) = job else {
+            return Ok(());
+        };
+        release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        match now {
+            Some((size, mtime_ns)) => {
+                sqlx::query(
+                    "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
+                        attempts = 0, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                     WHERE id = ?",
+                )
+                .bind(to_i64(size))
+                .bind(mtime_ns)
+                .bind(v.file_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM files WHERE id = ?")
+                    .bind(v.file_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// At start: uploads that were in flight when the process stopped go back to PENDING, and
+    /// their multipart uploads are queued for abort. Returns how many files were recovered.
+    pub async fn recover_interrupted(&self) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let open = sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT f.id, j.id, j.destination_bucket FROM files f
+             JOIN upload_jobs j ON j.id = f.upload_job_id WHERE f.state = 'IN_PROGRESS'",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (file_id, job_id, bucket) in &open {
+            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+        }
+        sqlx::query(
+            "UPDATE files SET state = 'PENDING', bytes_sent = 0,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE state = 'IN_PROGRESS'",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(open.len() as u64)
+    }
+
+    /// Tracked files of a job, by path, after `after`, at most `limit`.
+    pub async fn list_files(
+        &self,
+        job_id: &str,
+        state: Option<FileState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRow>> {
+        Ok(sqlx::query_as::<_, FileRow>(
+            "SELECT * FROM files
+             WHERE upload_job_id = ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR path > ?3)
+             ORDER BY path LIMIT ?4",
+        )
+        .bind(job_id)
+        .bind(state.map(FileState::as_str))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- aborts ----
+
+    pub async fn pending_aborts(&self, limit: u32) -> Result<Vec<PendingAbort>> {
+        Ok(sqlx::query_as::<_, PendingAbort>(
+            "SELECT multipart_upload_id, bucket, key, attempts FROM pending_aborts
+             ORDER BY attempts, created_at LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn abort_done(&self, upload: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pending_aborts WHERE multipart_upload_id = ?")
+            .bind(upload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn abort_failed(&self, upload: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE pending_aborts SET attempts = attempts + 1, last_error = ?
+             WHERE multipart_upload_id = ?",
+        )
+        .bind(error)
+        .bind(upload)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues an upload for abort outside any file (one whose row vanished under its uploader).
+    pub async fn queue_abort(&self, upload: &str, bucket: &str, key: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        queue_abort(&mut tx, upload, bucket, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Moves a file's open multipart upload (if any) to `pending_aborts`, in the caller's transaction.
+async fn release_multipart(
+    tx: &mut Transaction<'static, Sqlite>,
+    file_id: i64,
+    job_id: &str,
+    bucket: &str,
+) -> Result<()> {
+    let open = sqlx::query_as::<_, (String, String)>(
+        "SELECT path, multipart_upload_id FROM files
+         WHERE id = ? AND multipart_upload_id IS NOT NULL",
+    )
+    .bind(file_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((path, upload)) = open {
+        queue_abort(tx, &upload, bucket, &object_key(job_id, &path)).await?;
+        sqlx::query("UPDATE files SET multipart_upload_id = NULL WHERE id = ?")
+            .bind(file_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn queue_abort(
+    tx: &mut Transaction<'static, Sqlite>,
+    upload: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_aborts (multipart_upload_id, bucket, key) VALUES (?, ?, ?)
+         ON CONFLICT (multipart_upload_id) DO NOTHING",
+    )
+    .bind(upload)
+    .bind(bucket)
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
