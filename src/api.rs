@@ -24,6 +24,8 @@ use crate::store::{FileRow, JobRow, StoreError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How much of a too-large body is read (and dropped) so that the 413 reaches the client.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 const DEFAULT_FILES_PAGE: u32 = 1000;
 const MAX_FILES_PAGE: u32 = 10_000;
 
@@ -414,21 +416,8 @@ async fn create_upload(
     req: &mut Request,
     depot: &mut Depot,
 ) -> Result<Created<CreatedUpload>, ApiError> {
-    let body = req
-        .payload_with_max_size(MAX_BODY_BYTES)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            ),
-            other => ApiError::bad_request(
-                "invalid_body",
-                format!("cannot read the request body: {other}"),
-            ),
-        })?;
-    let request: CreateUpload = serde_json::from_slice(body).map_err(|e| {
+    let body = read_body(req).await?;
+    let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!(
@@ -460,6 +449,48 @@ async fn create_upload(
         upload_id: id,
         status: "created".into(),
     }))
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`]. A larger one is read to its end (up to
+/// [`DRAIN_LIMIT`]) and dropped before the 413 goes out, so that the client, still sending, gets
+/// the answer instead of a reset connection.
+async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(salvo::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = req.take_body();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY_BYTES {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if total > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(buf)
 }
 
 async fn check_source_folder(folder: &str) -> Result<(), ApiError> {

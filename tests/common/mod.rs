@@ -1,0 +1,452 @@
+//! Test helpers: the real `ferry serve` binary on a free port with a fresh database, and a random
+//! bucket on the real LocalStack S3 (started by scripts/localstack.sh).
+//!
+//! Set TEST_LOG=1 to see ferry's logs; FERRY_TEST_S3_ENDPOINT points at another S3 (default
+//! http://127.0.0.1:4566).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use serde_json::Value;
+
+pub const MIB: usize = 1024 * 1024;
+
+pub fn s3_endpoint() -> String {
+    std::env::var("FERRY_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deterministic bytes that differ from file to file (so a mixed-up part shows).
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write_file(root: &Path, relative: &str, data: &[u8]) -> PathBuf {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// The test's S3: a client for LocalStack and a fresh bucket.
+pub struct S3 {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl S3 {
+    pub fn client() -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(s3_endpoint())
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// A new bucket with a random name.
+    pub async fn new_bucket() -> S3 {
+        let client = Self::client();
+        let bucket = unique("ferry-test").to_lowercase();
+        let bucket: String = bucket.chars().take(63).collect();
+        if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
+            panic!(
+                "cannot create a bucket on {}: is LocalStack running? Start it with `scripts/localstack.sh start` or run `scripts/test.sh`.\n{}",
+                s3_endpoint(),
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            );
+        }
+        S3 { client, bucket }
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GetObject {key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    pub async fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn open_multipart_uploads(&self) -> usize {
+        self.client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
+    /// Waits until no multipart upload is open in the bucket; panics after `within`.
+    pub async fn expect_no_open_uploads(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let open = self.open_multipart_uploads().await;
+            if open == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{open} multipart uploads still open in {}",
+                self.bucket
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A running `ferry serve`.
+pub struct Ferry {
+    child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+    pub db: PathBuf,
+    env: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn ferry_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    // Nothing from the developer's environment leaks in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("FERRY_S3_FORCE_PATH_STYLE", "true")
+        .env("FERRY_LOG", "info,ferry=debug");
+    cmd
+}
+
+impl Ferry {
+    /// Starts ferry with a fresh database and these extra settings.
+    pub async fn start(env: &[(&str, &str)]) -> Ferry {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
+    }
+
+    /// Starts ferry as the unprivileged user `nobody` (when the tests run as root), so that file
+    /// permissions mean something to it.
+    pub async fn start_unprivileged() -> Ferry {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        if is_root() {
+            std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        let env = vec![("__AS_NOBODY".to_owned(), "1".to_owned())];
+        Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
+    }
+
+    /// Starts another ferry on the same database and settings (after a kill or a stop).
+    pub async fn restart(mut self) -> Ferry {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tmp = self._tmp.take();
+        Self::spawn(self.dir.clone(), self.db.clone(), self.env.clone(), tmp).await
+    }
+
+    async fn spawn(
+        dir: PathBuf,
+        db: PathBuf,
+        env: Vec<(String, String)>,
+        tmp: Option<tempfile::TempDir>,
+    ) -> Ferry {
+        let port = free_port();
+        let as_nobody = is_root() && env.iter().any(|(k, _)| k == "__AS_NOBODY");
+        let mut cmd = if as_nobody {
+            let mut cmd = ferry_command();
+            let program = cmd.get_program().to_owned();
+            let mut wrapped = Command::new("setpriv");
+            wrapped
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(program);
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            cmd = wrapped;
+            cmd
+        } else {
+            ferry_command()
+        };
+        cmd.arg("serve")
+            .env("FERRY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FERRY_DATABASE_URL", format!("sqlite://{}", db.display()));
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        } else {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("ferry.log"))
+                .unwrap();
+            cmd.stdout(Stdio::null()).stderr(log);
+        }
+        let child = cmd.spawn().expect("ferry binary starts");
+        let ferry = Ferry {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            dir,
+            db,
+            env,
+            _tmp: tmp,
+        };
+        ferry.wait_healthy().await;
+        ferry
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("ferry did not become healthy; its log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ferry.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for the exit, at most `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.http
+            .delete(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Creates a job and returns its id.
+    pub async fn create_job(&self, folder: &Path, bucket: &str, pattern: Option<&str>) -> String {
+        let mut body = serde_json::json!({
+            "source_folder": folder.to_str().unwrap(),
+            "destination_bucket": bucket,
+        });
+        if let Some(p) = pattern {
+            body["pattern"] = p.into();
+        }
+        let (status, answer) = self.post("/uploads/", &body).await;
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["status"], "created");
+        answer["upload_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls the job until it is COMPLETED or FAILED; panics after `within`.
+    pub async fn wait_settled(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, job) = self.get(&format!("/uploads/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if job["state"] == "COMPLETED" || job["state"] == "FAILED" {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not settle: {job}\nferry's log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls the job until `pred` holds; panics after `within`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, job) = self.get(&format!("/uploads/{id}")).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached the expected state: {job}\nferry's log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn files(&self, id: &str) -> Vec<Value> {
+        let (status, files) = self.get(&format!("/uploads/{id}/files?limit=10000")).await;
+        assert_eq!(status, 200, "{files}");
+        files.as_array().unwrap().clone()
+    }
+}
+
+/// The uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

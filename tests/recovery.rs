@@ -1,0 +1,126 @@
+//! All state is in the database: a ferry killed in the middle of a job carries on after a
+//! restart, and nothing is left open in S3.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, MIB, S3, content, write_file};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn a_job_killed_midway_finishes_after_a_restart_on_the_same_database() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            (
+                format!("part-{i:02}.bin"),
+                content(100 + i, 6 * MIB + i as usize),
+            )
+        })
+        .collect();
+    for (path, data) in &files {
+        write_file(src.path(), path, data);
+    }
+    // One file at a time, so that the kill lands with some files done and some not.
+    let mut ferry = Ferry::start(&[("FERRY_CONCURRENCY", "1")]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let before = ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["completed_files"].as_u64().unwrap_or(0) >= 2
+        })
+        .await;
+    ferry.kill9();
+    assert_ne!(
+        before["state"], "COMPLETED",
+        "the job finished before the kill: {before}"
+    );
+
+    let ferry = ferry.restart().await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert_eq!(job["completed_files"], files.len());
+    assert_eq!(job["progress"], 1.0);
+    for (path, data) in &files {
+        assert!(
+            s3.get(&format!("{id}/{path}")).await == *data,
+            "{path} differs"
+        );
+    }
+    // The multipart upload interrupted by the kill was aborted, not left to cost money.
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn deleting_a_job_stops_it_aborts_its_uploads_and_keeps_its_objects() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "small.txt", b"stays in S3");
+    for i in 0..6 {
+        write_file(
+            src.path(),
+            &format!("big-{i}.bin"),
+            &content(200 + i, 11 * MIB),
+        );
+    }
+    let ferry = Ferry::start(&[("FERRY_CONCURRENCY", "2")]).await;
+    let id = ferry
+        .create_job(src.path(), &s3.bucket, Some("small.txt"))
+        .await;
+    assert_eq!(ferry.wait_settled(&id, SETTLE).await["state"], "COMPLETED");
+
+    let busy = ferry
+        .create_job(src.path(), &s3.bucket, Some("big-*"))
+        .await;
+    ferry
+        .wait_for(&busy, SETTLE, |j| {
+            j["in_progress_files"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    assert_eq!(ferry.delete(&format!("/uploads/{busy}")).await, 204);
+    let (status, _) = ferry.get(&format!("/uploads/{busy}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(ferry.delete(&format!("/uploads/{id}")).await, 204);
+
+    // Objects already uploaded stay; no multipart upload is left open.
+    assert_eq!(s3.get(&format!("{id}/small.txt")).await, b"stays in S3");
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+    let (_, jobs) = ferry.get("/uploads").await;
+    assert_eq!(jobs, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn sigterm_in_the_middle_of_uploads_exits_zero_and_the_next_start_finishes() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("f{i}.bin"), content(300 + i, 7 * MIB)))
+        .collect();
+    for (path, data) in &files {
+        write_file(src.path(), path, data);
+    }
+    let mut ferry = Ferry::start(&[("FERRY_CONCURRENCY", "2")]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    let status = ferry
+        .terminate(Duration::from_secs(10))
+        .expect("ferry exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status}");
+
+    let ferry = ferry.restart().await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    for (path, data) in &files {
+        assert!(
+            s3.get(&format!("{id}/{path}")).await == *data,
+            "{path} differs"
+        );
+    }
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+}
