@@ -23,7 +23,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(ferry::serve::run(settings)) {
+            let result = runtime.block_on(ferry::serve::run(settings));
+            // A scan still walking a large tree on a blocking thread must not hold up the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "ferry stopped");

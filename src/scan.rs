@@ -5,6 +5,7 @@
 //! that nothing blocks the walk. A file that vanishes or cannot be read mid-walk is that file's
 //! problem, logged, never the scan's.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,9 +28,9 @@ fn mtime_ns(modified: Option<SystemTime>) -> i64 {
     }
 }
 
-/// Calls `visit` with every regular file under the job's folder that its pattern matches.
-/// Blocking: run it off the async workers.
-pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile)) {
+/// Calls `visit` with every regular file under the job's folder that its pattern matches, until
+/// `visit` breaks. Blocking: run it off the async workers.
+pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile) -> ControlFlow<()>) {
     let root = spec.source_folder.as_path();
     for entry in WalkDir::new(root).follow_links(false).min_depth(1) {
         let entry = match entry {
@@ -56,11 +57,15 @@ pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile)) {
         match entry.metadata() {
             Ok(meta) => {
                 let (size, mtime_ns) = file_version(&meta);
-                visit(SeenFile {
+                if visit(SeenFile {
                     path: relative,
                     size,
                     mtime_ns,
-                });
+                })
+                .is_break()
+                {
+                    return;
+                }
             }
             Err(e) => {
                 // Vanished between listing and stat: the next scan will not see it either.

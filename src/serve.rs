@@ -19,6 +19,8 @@ use crate::telemetry;
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 /// How long uploads in flight get to finish at shutdown; the whole stop stays within 10 s.
 const UPLOAD_GRACE: Duration = Duration::from_secs(5);
+/// The most the engine gets to stop, uploads included.
+const STOP_BUDGET: Duration = Duration::from_secs(7);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -98,8 +100,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     tracing::info!(signal, "stopping: no new work is taken");
     let _ = stop.send(true);
     http.stop_graceful(HTTP_GRACE);
-    let _ = engine.await;
-    let _ = serving.await;
+    // The engine's uploads get UPLOAD_GRACE; a scan or an abort in progress is not waited for
+    // past the whole budget: all of it is in the store and resumes at the next start.
+    if tokio::time::timeout(STOP_BUDGET, engine).await.is_err() {
+        tracing::warn!("the engine did not stop in time; its work resumes at the next start");
+    }
+    let _ = tokio::time::timeout(HTTP_GRACE, serving).await;
     tracing::info!("stopped");
     Ok(())
 }

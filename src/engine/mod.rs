@@ -14,6 +14,7 @@
 pub mod upload;
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -231,14 +232,21 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
     let walker = tokio::task::spawn_blocking(move || {
         let mut differ = Differ::new(recorded);
         let mut seen = 0u64;
+        let mut receiver_gone = false;
         crate::scan::walk(&spec, |file| {
             seen += 1;
             differ.observe(file);
-            if differ.pending_len() >= SCAN_BATCH {
-                let _ = tx.blocking_send(differ.take());
+            if differ.pending_len() >= SCAN_BATCH && tx.blocking_send(differ.take()).is_err() {
+                // The scan was abandoned (shutdown, a store error): stop walking.
+                receiver_gone = true;
+                return ControlFlow::Break(());
             }
+            ControlFlow::Continue(())
         });
-        let _ = tx.blocking_send(differ.finish());
+        // Removals are only known at the end of a complete walk.
+        if !receiver_gone {
+            let _ = tx.blocking_send(differ.finish());
+        }
         seen
     });
     let (mut added, mut changed, mut removed) = (0, 0, 0);
