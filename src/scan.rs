@@ -32,7 +32,12 @@ fn mtime_ns(modified: Option<SystemTime>) -> i64 {
 /// `visit` breaks. Blocking: run it off the async workers.
 pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile) -> ControlFlow<()>) {
     let root = spec.source_folder.as_path();
-    for entry in WalkDir::new(root).follow_links(false).min_depth(1) {
+    for entry in WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        // A stable order: files are uploaded in the order users see in `ls -R`.
+        .sort_by_file_name()
+    {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {

@@ -634,11 +634,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    #[cfg(test)]
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 /// Moves a file's open multipart upload (if any) to `pending_aborts`, in the caller's transaction.
@@ -681,4 +676,205 @@ async fn queue_abort(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_job() -> Store {
+        let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
+        store
+            .create_job("job", "/src", "bucket", None)
+            .await
+            .unwrap();
+        store
+    }
+
+    fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
+        SeenFile {
+            path: path.into(),
+            size,
+            mtime_ns,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_id_is_taken_once() {
+        let store = store_with_job().await;
+        let again = store.create_job("job", "/other", "bucket", None).await;
+        assert!(matches!(again, Err(StoreError::Conflict(id)) if id == "job"));
+    }
+
+    #[tokio::test]
+    async fn files_are_claimed_once_oldest_first_and_not_from_blocked_jobs() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 1, 1), seen("b", 2, 2)],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        let first = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!((first.path.as_str(), first.attempt), ("a", 1));
+        assert_eq!(first.bucket, "bucket");
+        store
+            .set_job_error("job", Some("bucket gone"))
+            .await
+            .unwrap();
+        assert!(store.claim_next_file().await.unwrap().is_none());
+        store.set_job_error("job", None).await.unwrap();
+        let second = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!(second.path, "b");
+        assert!(store.claim_next_file().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_change_seen_by_a_scan_wins_over_the_upload_of_the_old_bytes() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("a", 10, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        assert!(
+            store
+                .set_multipart_upload(claimed.version(), "mpu-1")
+                .await
+                .unwrap()
+        );
+        // The scan sees the file grow while it uploads.
+        store
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[],
+                &[(claimed.file_id, seen("a", 20, 2))],
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(!store.record_bytes_sent(claimed.version(), 5).await.unwrap());
+        assert!(
+            !store
+                .mark_uploaded(claimed.version(), Some("etag"))
+                .await
+                .unwrap()
+        );
+        // The old upload is queued for abort, and the new version waits its turn.
+        let aborts = store.pending_aborts(10).await.unwrap();
+        assert_eq!(aborts.len(), 1);
+        assert_eq!(
+            (
+                aborts[0].key.as_str(),
+                aborts[0].multipart_upload_id.as_str()
+            ),
+            ("job/a", "mpu-1")
+        );
+        let again = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!((again.size, again.mtime_ns), (20, 2));
+        assert!(store.mark_uploaded(again.version(), None).await.unwrap());
+        let tally = store.job_tally("job").await.unwrap();
+        assert_eq!(tally.uploaded.files, 1);
+        assert_eq!(tally.uploaded.bytes, 20);
+    }
+
+    #[tokio::test]
+    async fn a_failure_records_the_reason_and_lets_go_of_the_multipart_upload() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("big", 10, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        store
+            .set_multipart_upload(claimed.version(), "mpu-2")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .mark_failed(claimed.version(), "S3 said no")
+                .await
+                .unwrap()
+        );
+        let files = store.list_files("job", None, None, 10).await.unwrap();
+        assert_eq!(files[0].state.0, FileState::Failed);
+        assert_eq!(files[0].last_error.as_deref(), Some("S3 said no"));
+        assert!(files[0].multipart_upload_id.is_none());
+        assert_eq!(store.pending_aborts(10).await.unwrap().len(), 1);
+        store.abort_done("mpu-2").await.unwrap();
+        assert!(store.pending_aborts(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn interrupted_uploads_go_back_to_pending_at_start() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("a", 10, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        store
+            .set_multipart_upload(claimed.version(), "mpu-3")
+            .await
+            .unwrap();
+        store.record_bytes_sent(claimed.version(), 5).await.unwrap();
+        assert_eq!(store.recover_interrupted().await.unwrap(), 1);
+        let tally = store.job_tally("job").await.unwrap();
+        assert_eq!((tally.pending.files, tally.pending.bytes_sent), (1, 0));
+        assert_eq!(store.pending_aborts(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_job_removes_its_files_and_queues_its_open_uploads() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 10, 1), seen("b", 1, 1)],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        store
+            .set_multipart_upload(claimed.version(), "mpu-4")
+            .await
+            .unwrap();
+        assert!(store.delete_job("job").await.unwrap());
+        assert!(!store.delete_job("job").await.unwrap());
+        assert!(store.get_job("job").await.unwrap().is_none());
+        assert_eq!(store.job_tally("job").await.unwrap().total_files(), 0);
+        assert_eq!(store.pending_aborts(10).await.unwrap()[0].bucket, "bucket");
+        // The uploader's next write finds nothing, so it stops.
+        assert!(!store.record_bytes_sent(claimed.version(), 5).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn removed_files_leave_the_count() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 10, 1), seen("b", 1, 1)],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        let recorded = store.recorded_files("job").await.unwrap();
+        store
+            .apply_scan_changes("job", "bucket", &[], &[], &[recorded["b"].file_id])
+            .await
+            .unwrap();
+        let tally = store.job_tally("job").await.unwrap();
+        assert_eq!((tally.total_files(), tally.total_bytes()), (1, 10));
+    }
 }

@@ -276,3 +276,28 @@ async fn files_are_listed_in_pages() {
         .await;
     assert!(failed.as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_file_that_vanishes_before_its_turn_leaves_the_count_and_the_job_completes() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    // One upload at a time, in name order: the big file holds the only slot for a while.
+    write_file(src.path(), "a-big.bin", &content(9, 40 * MIB));
+    write_file(src.path(), "b-stays.txt", b"stays");
+    let doomed = write_file(src.path(), "c-vanishes.txt", b"gone soon");
+    let ferry = Ferry::start(&[("FERRY_CONCURRENCY", "1")]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["total_files"] == 3 && j["in_progress_files"] == 1
+        })
+        .await;
+    std::fs::remove_file(&doomed).unwrap();
+
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert_eq!(job["total_files"], 2);
+    assert_eq!(job["completed_files"], 2);
+    assert_eq!(s3.get(&format!("{id}/b-stays.txt")).await, b"stays");
+    assert_eq!(s3.keys().await.len(), 2);
+}

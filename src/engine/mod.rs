@@ -344,7 +344,11 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
     let recorded = match uploader.upload(&file).await {
         Ok(Outcome::Uploaded { etag }) => ctx.store.mark_uploaded(version, etag.as_deref()).await,
         Ok(Outcome::Changed { now }) => {
-            tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file changed while uploading; it goes again");
+            if now.is_some() {
+                tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file changed while uploading; it goes again");
+            } else {
+                tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file is gone from disk; it leaves the job");
+            }
             ctx.store.file_changed(version, now).await.map(|()| true)
         }
         Ok(Outcome::Superseded) => Ok(true),
