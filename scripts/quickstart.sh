@@ -58,7 +58,7 @@ say "GET /uploads/$id/files"
 curl -fsS "http://127.0.0.1:$PORT/uploads/$id/files" | sed 's/},{/},\n{/g'
 echo
 say "objects in s3://$BUCKET/$id/"
-curl -fsS "http://127.0.0.1:$S3_PORT/$BUCKET?list-type=2&prefix=$id/" | grep -Eo '<Key>[^<]+</Key>|<Size>[0-9]+</Size>' | sed 's/<[^>]*>//g' | paste - - | column -t
+curl -fsS "http://127.0.0.1:$S3_PORT/$BUCKET?list-type=2&prefix=$id/" | grep -Eo '<Key>[^<]+</Key>|<Size>[0-9]+</Size>' | sed 's/<[^>]*>//g' | paste - - | awk '{ printf "%-70s %12s\n", $1, $2 }'
 
 echo "$job" | grep -q '"state":"COMPLETED"' || { echo "the job did not complete; see $WORK/ferry.log"; exit 1; }
 if $once; then exit 0; fi

@@ -285,6 +285,15 @@ pub struct CreatedUpload {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct RetryAccepted {
+    upload_id: String,
+    /// Always `retry_requested`.
+    status: String,
+    /// How many FAILED files went back to PENDING.
+    retried_files: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RescanAccepted {
     upload_id: String,
     /// Always `scan_requested`.
@@ -630,6 +639,30 @@ async fn rescan_upload(
     }))
 }
 
+/// Retry an upload job's failed files
+///
+/// Every FAILED file goes back to PENDING with its attempts reset, and the job's folder and bucket
+/// are checked again (a job blocked by a missing bucket goes on once the bucket is there).
+#[endpoint(tags("uploads"))]
+async fn retry_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Accepted<RetryAccepted>, ApiError> {
+    let app = app_state(depot);
+    if app.ctx.store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    let files = app.ctx.store.retry_failed(&upload_id).await?;
+    tracing::info!(upload_id = %*upload_id, files, "failed files put back to PENDING");
+    app.ctx.request_scan(&upload_id);
+    app.ctx.wake_dispatcher();
+    Ok(Accepted(RetryAccepted {
+        upload_id: upload_id.into_inner(),
+        status: "retry_requested".into(),
+        retried_files: files,
+    }))
+}
+
 /// Delete an upload job
 ///
 /// Stops the job and aborts its open multipart uploads. Objects already in S3 stay.
@@ -708,7 +741,8 @@ fn routes() -> Router {
                         .get(get_upload)
                         .delete(delete_upload)
                         .push(Router::with_path("files").get(list_files))
-                        .push(Router::with_path("rescan").post(rescan_upload)),
+                        .push(Router::with_path("rescan").post(rescan_upload))
+                        .push(Router::with_path("retry").post(retry_upload)),
                 ),
         )
         .push(Router::with_path("healthz").get(healthz))

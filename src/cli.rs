@@ -54,6 +54,15 @@ pub struct ServeArgs {
     /// Path-style S3 addressing (LocalStack, MinIO and most S3-compatible stores want true).
     #[arg(long, env = "FERRY_S3_FORCE_PATH_STYLE", default_value = defaults::S3_FORCE_PATH_STYLE)]
     pub s3_force_path_style: String,
+    /// Attempts a file gets (each with the per-request retries inside it) before it is FAILED;
+    /// between attempts ferry waits 2 s, doubling, at most 5 minutes.
+    #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value = defaults::MAX_ATTEMPTS)]
+    pub max_attempts: String,
+    /// Checksum sent with every object and part and checked after completion: crc32c, crc32,
+    /// or none (for S3-compatible stores that refuse checksum headers; the MD5 ETag is then the
+    /// only check).
+    #[arg(long, env = "FERRY_CHECKSUM", default_value = defaults::CHECKSUM)]
+    pub checksum: String,
 }
 
 impl From<ServeArgs> for RawSettings {
@@ -67,6 +76,8 @@ impl From<ServeArgs> for RawSettings {
             log: a.log,
             log_format: a.log_format,
             s3_force_path_style: a.s3_force_path_style,
+            max_attempts: a.max_attempts,
+            checksum: a.checksum,
         }
     }
 }

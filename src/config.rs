@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::core::checksum::ChecksumMode;
 use crate::core::plan::{MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// Defaults, in one place; `--help` shows them.
@@ -21,6 +22,8 @@ pub mod defaults {
     pub const LOG: &str = "info";
     pub const LOG_FORMAT: &str = "json";
     pub const S3_FORCE_PATH_STYLE: &str = "false";
+    pub const MAX_ATTEMPTS: &str = "5";
+    pub const CHECKSUM: &str = "crc32c";
 }
 
 /// The most files ferry will upload at once; more only adds memory (each holds one part).
@@ -50,7 +53,12 @@ pub struct Settings {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub s3_force_path_style: bool,
+    pub max_attempts: u32,
+    pub checksum: ChecksumMode,
 }
+
+/// The most attempts a file may be given.
+pub const MAX_MAX_ATTEMPTS: u32 = 100;
 
 /// The raw values, as given (environment or flags).
 #[derive(Debug, Clone)]
@@ -63,6 +71,8 @@ pub struct RawSettings {
     pub log: String,
     pub log_format: String,
     pub s3_force_path_style: String,
+    pub max_attempts: String,
+    pub checksum: String,
 }
 
 impl Default for RawSettings {
@@ -76,6 +86,8 @@ impl Default for RawSettings {
             log: defaults::LOG.into(),
             log_format: defaults::LOG_FORMAT.into(),
             s3_force_path_style: defaults::S3_FORCE_PATH_STYLE.into(),
+            max_attempts: defaults::MAX_ATTEMPTS.into(),
+            checksum: defaults::CHECKSUM.into(),
         }
     }
 }
@@ -180,6 +192,26 @@ impl RawSettings {
                 "expected true or false".into(),
             )
         })?;
+        let max_attempts = self
+            .max_attempts
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_ATTEMPTS).contains(n))
+            .ok_or_else(|| {
+                err(
+                    "FERRY_MAX_ATTEMPTS",
+                    &self.max_attempts,
+                    format!("expected a whole number of attempts from 1 to {MAX_MAX_ATTEMPTS}"),
+                )
+            })?;
+        let checksum = ChecksumMode::parse(&self.checksum).ok_or_else(|| {
+            err(
+                "FERRY_CHECKSUM",
+                &self.checksum,
+                "expected crc32c, crc32 or none".into(),
+            )
+        })?;
         Ok(Settings {
             listen,
             database,
@@ -189,6 +221,8 @@ impl RawSettings {
             log_filter: self.log.clone(),
             log_format,
             s3_force_path_style,
+            max_attempts,
+            checksum,
         })
     }
 }
@@ -364,6 +398,8 @@ mod tests {
         assert_eq!(s.scan_interval, Duration::from_secs(300));
         assert_eq!(s.log_format, LogFormat::Json);
         assert!(!s.s3_force_path_style);
+        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.checksum, ChecksumMode::Crc32c);
     }
 
     #[test]
@@ -388,6 +424,18 @@ mod tests {
             ..RawSettings::default()
         };
         assert_eq!(raw.validate().unwrap_err().variable, "FERRY_LOG_FORMAT");
+
+        let raw = RawSettings {
+            max_attempts: "0".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().variable, "FERRY_MAX_ATTEMPTS");
+
+        let raw = RawSettings {
+            checksum: "md5".into(),
+            ..RawSettings::default()
+        };
+        assert_eq!(raw.validate().unwrap_err().variable, "FERRY_CHECKSUM");
 
         let raw = RawSettings {
             listen: "localhost".into(),

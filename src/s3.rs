@@ -11,9 +11,14 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode as S3ChecksumMode, CompletedMultipartUpload, CompletedPart,
+};
+
+use crate::core::checksum::ChecksumMode;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
@@ -97,7 +102,8 @@ impl RetryPolicy {
 pub struct UploadedPart {
     pub number: i32,
     pub etag: String,
-    pub checksum_crc32: Option<String>,
+    /// The checksum sent with the part (FERRY_CHECKSUM), base64.
+    pub checksum: Option<String>,
 }
 
 /// What HeadObject says of an object.
@@ -105,17 +111,39 @@ pub struct UploadedPart {
 pub struct ObjectInfo {
     pub size: u64,
     pub etag: Option<String>,
+    /// The object's checksum of the configured algorithm, when the server keeps one.
+    pub checksum: Option<String>,
 }
 
 #[derive(Clone)]
 pub struct ObjectStore {
     client: Client,
     retry: RetryPolicy,
+    checksum: ChecksumMode,
+}
+
+/// A part as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    pub number: i64,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// An open multipart upload as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUpload {
+    pub key: String,
+    pub upload_id: String,
 }
 
 impl ObjectStore {
     /// Builds the client from the standard AWS chain (environment, profile, IMDS, web identity).
-    pub async fn from_env(force_path_style: bool, retry: RetryPolicy) -> Result<Self, SetupError> {
+    pub async fn from_env(
+        force_path_style: bool,
+        checksum: ChecksumMode,
+        retry: RetryPolicy,
+    ) -> Result<Self, SetupError> {
         let shared = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -132,10 +160,15 @@ impl ObjectStore {
         }
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(force_path_style)
+            // Checksums are ferry's to choose (FERRY_CHECKSUM): the SDK adds none of its own, and
+            // does not validate response checksums it was not asked for.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
         Ok(ObjectStore {
             client: Client::from_conf(config),
             retry,
+            checksum,
         })
     }
 
@@ -176,13 +209,28 @@ impl ObjectStore {
         }
     }
 
-    pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> Result<Option<String>> {
+    /// Sends a whole object; `checksum` is its checksum as computed from the bytes read, which S3
+    /// verifies on receipt.
+    pub async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        checksum: Option<&str>,
+    ) -> Result<Option<String>> {
         self.retrying("PutObject", || async {
-            self.client
+            let request = self
+                .client
                 .put_object()
                 .bucket(bucket)
                 .key(key)
-                .body(ByteStream::from(body.clone()))
+                .body(ByteStream::from(body.clone()));
+            let request = match (self.checksum, checksum) {
+                (ChecksumMode::Crc32c, Some(c)) => request.checksum_crc32_c(c),
+                (ChecksumMode::Crc32, Some(c)) => request.checksum_crc32(c),
+                _ => request,
+            };
+            request
                 .send()
                 .await
                 .map(|out| out.e_tag)
@@ -198,9 +246,9 @@ impl ObjectStore {
                 .create_multipart_upload()
                 .bucket(bucket)
                 .key(key)
-                // Each part carries a CRC32 that S3 checks on receipt, and the completion lists
+                // Each part carries a checksum that S3 checks on receipt, and the completion lists
                 // them, so a part corrupted on the way is refused rather than stored.
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .set_checksum_algorithm(algorithm(self.checksum))
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
@@ -214,6 +262,7 @@ impl ObjectStore {
         .await
     }
 
+    /// Sends one part; `checksum` is computed from the bytes read, and S3 verifies it on receipt.
     pub async fn upload_part(
         &self,
         bucket: &str,
@@ -221,17 +270,23 @@ impl ObjectStore {
         upload_id: &str,
         number: i32,
         body: Bytes,
+        checksum: Option<&str>,
     ) -> Result<UploadedPart> {
         self.retrying("UploadPart", || async {
-            let out = self
+            let request = self
                 .client
                 .upload_part()
                 .bucket(bucket)
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                .body(ByteStream::from(body.clone()))
+                .body(ByteStream::from(body.clone()));
+            let request = match (self.checksum, checksum) {
+                (ChecksumMode::Crc32c, Some(c)) => request.checksum_crc32_c(c),
+                (ChecksumMode::Crc32, Some(c)) => request.checksum_crc32(c),
+                _ => request,
+            };
+            let out = request
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
@@ -241,10 +296,92 @@ impl ObjectStore {
             Ok(UploadedPart {
                 number,
                 etag,
-                checksum_crc32: out.checksum_crc32,
+                checksum: checksum.map(str::to_owned),
             })
         })
         .await
+    }
+
+    /// Every part the server holds of a multipart upload (all pages).
+    pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<ListedPart>> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("ListParts", || async {
+                    self.client
+                        .list_parts()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                        .await
+                        .map_err(|e| classify(e, Some(bucket)))
+                })
+                .await?;
+            for p in page.parts() {
+                if let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) {
+                    parts.push(ListedPart {
+                        number: i64::from(number),
+                        size: p.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                        etag: etag.to_owned(),
+                    });
+                }
+            }
+            match (page.is_truncated(), page.next_part_number_marker()) {
+                (Some(true), Some(next)) if Some(next) != marker.as_deref() => {
+                    marker = Some(next.to_owned())
+                }
+                _ => return Ok(parts),
+            }
+        }
+    }
+
+    /// Every open multipart upload under a prefix (all pages).
+    pub async fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ListedUpload>> {
+        let mut uploads = Vec::new();
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .retrying("ListMultipartUploads", || async {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_key_marker(markers.0.clone())
+                        .set_upload_id_marker(markers.1.clone())
+                        .send()
+                        .await
+                        .map_err(|e| classify(e, Some(bucket)))
+                })
+                .await?;
+            for u in page.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    uploads.push(ListedUpload {
+                        key: key.to_owned(),
+                        upload_id: id.to_owned(),
+                    });
+                }
+            }
+            let next = (
+                page.next_key_marker().map(str::to_owned),
+                page.next_upload_id_marker().map(str::to_owned),
+            );
+            if page.is_truncated() != Some(true) || next == markers || next.0.is_none() {
+                return Ok(uploads);
+            }
+            markers = next;
+        }
     }
 
     pub async fn complete_multipart_upload(
@@ -262,7 +399,14 @@ impl ObjectStore {
                         CompletedPart::builder()
                             .part_number(p.number)
                             .e_tag(&p.etag)
-                            .set_checksum_crc32(p.checksum_crc32.clone())
+                            .set_checksum_crc32_c(match self.checksum {
+                                ChecksumMode::Crc32c => p.checksum.clone(),
+                                _ => None,
+                            })
+                            .set_checksum_crc32(match self.checksum {
+                                ChecksumMode::Crc32 => p.checksum.clone(),
+                                _ => None,
+                            })
                             .build()
                     })
                     .collect(),
@@ -316,6 +460,7 @@ impl ObjectStore {
                 .head_object()
                 .bucket(bucket)
                 .key(key)
+                .checksum_mode(S3ChecksumMode::Enabled)
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
@@ -326,10 +471,29 @@ impl ObjectStore {
                     .ok_or_else(|| {
                         S3Error::new(ErrorKind::Permanent, "HeadObject answered without a size")
                     })?,
+                checksum: match self.checksum {
+                    ChecksumMode::Crc32c => out.checksum_crc32_c.clone(),
+                    ChecksumMode::Crc32 => out.checksum_crc32.clone(),
+                    ChecksumMode::None => None,
+                },
                 etag: out.e_tag,
             })
         })
         .await
+    }
+}
+
+fn algorithm(mode: ChecksumMode) -> Option<ChecksumAlgorithm> {
+    match mode {
+        ChecksumMode::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+        ChecksumMode::Crc32 => Some(ChecksumAlgorithm::Crc32),
+        ChecksumMode::None => None,
+    }
+}
+
+impl ObjectStore {
+    pub fn checksum_mode(&self) -> ChecksumMode {
+        self.checksum
     }
 }
 

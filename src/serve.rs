@@ -52,7 +52,12 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             },
             source,
         })?;
-    let s3 = ObjectStore::from_env(settings.s3_force_path_style, RetryPolicy::default()).await?;
+    let s3 = ObjectStore::from_env(
+        settings.s3_force_path_style,
+        settings.checksum,
+        RetryPolicy::default(),
+    )
+    .await?;
     let ctx = Context::new(
         store,
         s3,
@@ -60,6 +65,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             chunk_size: settings.chunk_size,
             concurrency: settings.concurrency,
             scan_interval: settings.scan_interval,
+            max_attempts: settings.max_attempts,
             shutdown_grace: UPLOAD_GRACE,
         },
     );
@@ -74,7 +80,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let local = acceptor
         .holdings()
         .first()
-        .map(|h| h.local_addr.to_string())
+        .and_then(|h| h.local_addr.clone().into_std())
+        .map(|a| a.to_string())
         .unwrap_or_default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signals)?;

@@ -94,6 +94,27 @@ pub struct ClaimedFile {
     pub source_folder: PathBuf,
     pub bucket: String,
     pub attempt: i64,
+    /// The multipart upload left open by an earlier attempt, to resume.
+    pub resume: Option<OpenUpload>,
+}
+
+/// A multipart upload in progress, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub multipart_upload_id: String,
+    pub part_size: u64,
+    /// The checksum algorithm it was begun with (FERRY_CHECKSUM then).
+    pub checksum: String,
+}
+
+/// A part S3 acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PartRecord {
+    pub number: i64,
+    pub size: i64,
+    pub etag: String,
+    pub checksum: Option<String>,
+    pub md5: String,
 }
 
 /// The version of a file an uploader is working on; every write it makes is guarded by it, so
@@ -122,6 +143,21 @@ pub struct PendingAbort {
     pub bucket: String,
     pub key: String,
     pub attempts: i64,
+}
+
+#[derive(FromRow)]
+struct ClaimRow {
+    id: i64,
+    upload_job_id: String,
+    path: String,
+    size: i64,
+    mtime_ns: i64,
+    attempts: i64,
+    multipart_upload_id: Option<String>,
+    part_size: Option<i64>,
+    checksum: Option<String>,
+    source_folder: String,
+    bucket: String,
 }
 
 #[derive(Clone)]
@@ -400,104 +436,291 @@ impl Store {
 
     // ---- uploading ----
 
-    /// Takes the oldest PENDING file of a job that is not blocked, and marks it IN_PROGRESS.
+    /// Takes the oldest PENDING file that is due (no retry pending) of a job that is not blocked,
+    /// and marks it IN_PROGRESS.
     pub async fn claim_next_file(&self) -> Result<Option<ClaimedFile>> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query_as::<_, (i64, String, String, i64, i64, i64, String, String)>(
-            "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1, bytes_sent = 0,
-                last_error = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        let row = sqlx::query_as::<_, ClaimRow>(
+            "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1,
+                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = (
                 SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
                 WHERE f.state = 'PENDING' AND j.error IS NULL
+                  AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= ?)
                 ORDER BY f.id LIMIT 1)
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
-                (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id),
-                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id)",
+                multipart_upload_id, part_size, checksum,
+                (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
+                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket",
         )
+        .bind(now_ms())
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(row.map(
-            |(file_id, upload_id, path, size, mtime_ns, attempt, source_folder, bucket)| {
-                ClaimedFile {
-                    file_id,
-                    upload_id,
-                    path,
-                    size: to_u64(size),
-                    mtime_ns,
-                    source_folder: PathBuf::from(source_folder),
-                    bucket,
-                    attempt,
-                }
+        Ok(row.map(|r| ClaimedFile {
+            file_id: r.id,
+            upload_id: r.upload_job_id,
+            path: r.path,
+            size: to_u64(r.size),
+            mtime_ns: r.mtime_ns,
+            source_folder: PathBuf::from(r.source_folder),
+            bucket: r.bucket,
+            attempt: r.attempts,
+            resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
+                (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
+                    multipart_upload_id: id,
+                    part_size: to_u64(part_size),
+                    checksum,
+                }),
+                _ => None,
             },
-        ))
+        }))
     }
 
-    /// Records the multipart upload just created for a file. Returns false when the file is no
-    /// longer this version in progress (changed, deleted): the caller must abort the upload.
-    pub async fn set_multipart_upload(&self, v: FileVersion, upload: &str) -> Result<bool> {
+    /// When the next file waiting for a retry is due (ms since the epoch), if any.
+    pub async fn next_retry_due(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(next_attempt_at) FROM files WHERE state = 'PENDING' AND next_attempt_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Records the multipart upload just created for a file (forgetting any earlier one's parts).
+    /// Returns false when the file is no longer this version in progress (changed, deleted): the
+    /// caller must abort the upload.
+    pub async fn set_multipart_upload(&self, v: FileVersion, upload: &OpenUpload) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE files SET multipart_upload_id = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+            "UPDATE files SET multipart_upload_id = ?, part_size = ?, checksum = ?, bytes_sent = 0,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
         )
-        .bind(upload)
+        .bind(&upload.multipart_upload_id)
+        .bind(to_i64(upload.part_size))
+        .bind(&upload.checksum)
         .bind(v.file_id)
         .bind(to_i64(v.size))
         .bind(v.mtime_ns)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM parts WHERE file_id = ?")
+            .bind(v.file_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// Records how many bytes of the file S3 has acknowledged. Returns false when the file is no
-    /// longer this version in progress.
-    pub async fn record_bytes_sent(&self, v: FileVersion, bytes_sent: u64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE files SET bytes_sent = ? WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
+    /// Records a part S3 acknowledged, and the bytes sent so far, in one transaction. Returns
+    /// false when the file is no longer this version in progress with this upload.
+    pub async fn record_part(
+        &self,
+        v: FileVersion,
+        upload: &str,
+        part: &PartRecord,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let ours = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM files WHERE id = ? AND state = 'IN_PROGRESS' AND size = ?
+                AND mtime_ns = ? AND multipart_upload_id = ?",
         )
-        .bind(to_i64(bytes_sent))
         .bind(v.file_id)
         .bind(to_i64(v.size))
         .bind(v.mtime_ns)
-        .execute(&self.pool)
+        .bind(upload)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if ours != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO parts (file_id, multipart_upload_id, number, size, etag, checksum, md5)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (file_id, number) DO UPDATE SET multipart_upload_id = excluded.multipart_upload_id,
+                size = excluded.size, etag = excluded.etag, checksum = excluded.checksum, md5 = excluded.md5",
+        )
+        .bind(v.file_id)
+        .bind(upload)
+        .bind(part.number)
+        .bind(part.size)
+        .bind(&part.etag)
+        .bind(&part.checksum)
+        .bind(&part.md5)
+        .execute(&mut *tx)
+        .await?;
+        update_bytes_sent(&mut tx, v.file_id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The recorded parts of a file's multipart upload, by number.
+    pub async fn parts(&self, file_id: i64, upload: &str) -> Result<Vec<PartRecord>> {
+        Ok(sqlx::query_as::<_, PartRecord>(
+            "SELECT number, size, etag, checksum, md5 FROM parts
+             WHERE file_id = ? AND multipart_upload_id = ? ORDER BY number",
+        )
+        .bind(file_id)
+        .bind(upload)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets the recorded parts the server does not hold, so that they are sent again.
+    pub async fn forget_parts(&self, file_id: i64, numbers: &[i64]) -> Result<()> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for n in numbers {
+            sqlx::query("DELETE FROM parts WHERE file_id = ? AND number = ?")
+                .bind(file_id)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        update_bytes_sent(&mut tx, file_id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The file is in S3, verified. No effect when the file changed meanwhile.
     pub async fn mark_uploaded(&self, v: FileVersion, etag: Option<&str>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE files SET state = 'UPLOADED', bytes_sent = size, multipart_upload_id = NULL,
-                etag = ?, last_error = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                part_size = NULL, checksum = NULL, etag = ?, last_error = NULL,
+                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
         )
         .bind(etag)
         .bind(v.file_id)
         .bind(to_i64(v.size))
         .bind(v.mtime_ns)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM parts WHERE file_id = ?")
+            .bind(v.file_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The attempt failed but may succeed later: back to PENDING, due at `next_attempt_at` (ms
+    /// since the epoch). With `keep_upload` the multipart upload and its parts stay, to resume;
+    /// without, the upload is let go of and the next attempt starts over.
+    pub async fn retry_later(
+        &self,
+        v: FileVersion,
+        error: &str,
+        next_attempt_at: i64,
+        keep_upload: bool,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
+            return Ok(false);
+        };
+        if !keep_upload {
+            release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        }
+        sqlx::query(
+            "UPDATE files SET state = 'PENDING', last_error = ?, next_attempt_at = ?,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(v.file_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The job's bucket refused it (missing, access denied): the job is blocked with the reason,
+    /// and the file goes back to PENDING, its attempt not counted, to go on when the bucket is
+    /// back (the periodic scan checks).
+    pub async fn block_job(&self, v: FileVersion, job_id: &str, error: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE files SET state = 'PENDING', attempts = MAX(attempts - 1, 0), last_error = ?,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
+        )
+        .bind(error)
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE upload_jobs SET error = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lets go of the file's open multipart upload (queued for abort), so that the attempt
+    /// starts over.
+    pub async fn abandon_upload(&self, v: FileVersion) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        if let Some((job_id, bucket)) = this_version(&mut tx, v).await? {
+            release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts a job's FAILED files back to PENDING with their attempts reset; returns how many.
+    pub async fn retry_failed(&self, job_id: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE files SET state = 'PENDING', attempts = 0, next_attempt_at = NULL,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE upload_job_id = ? AND state = 'FAILED'",
+        )
+        .bind(job_id)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected())
+    }
+
+    /// Every multipart upload id ferry knows of in a bucket: open on a file, or queued for abort.
+    pub async fn known_multipart_uploads(
+        &self,
+        bucket: &str,
+    ) -> Result<std::collections::HashSet<String>> {
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT f.multipart_upload_id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+             WHERE j.destination_bucket = ?1 AND f.multipart_upload_id IS NOT NULL
+             UNION SELECT multipart_upload_id FROM pending_aborts WHERE bucket = ?1",
+        )
+        .bind(bucket)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
     }
 
     /// The upload failed for good; its multipart upload, if any, is queued for abort.
     pub async fn mark_failed(&self, v: FileVersion, error: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let job = sqlx::query_as::<_, (String, String)>(
-            "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
-             WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
-        )
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((job_id, bucket)) = job else {
+        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
             return Ok(false);
         };
         release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
         sqlx::query(
-            "UPDATE files SET state = 'FAILED', bytes_sent = 0, last_error = ?,
+            "UPDATE files SET state = 'FAILED', bytes_sent = 0, last_error = ?, next_attempt_at = NULL,
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ?",
         )
@@ -513,16 +736,7 @@ impl Store {
     /// there now and put it back to PENDING, or forget it when it is gone.
     pub async fn file_changed(&self, v: FileVersion, now: Option<(u64, i64)>) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let job = sqlx::query_as::<_, (String, String)>(
-            "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
-             WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
-        )
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((job_id, bucket)) = job else {
+        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
             return Ok(());
         };
         release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
@@ -550,28 +764,18 @@ impl Store {
         Ok(())
     }
 
-    /// At start: uploads that were in flight when the process stopped go back to PENDING, and
-    /// their multipart uploads are queued for abort. Returns how many files were recovered.
+    /// At start: files that were uploading when the process stopped go back to PENDING, their
+    /// multipart uploads and recorded parts kept, so that the next attempt resumes them.
+    /// Returns how many files were recovered.
     pub async fn recover_interrupted(&self) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let open = sqlx::query_as::<_, (i64, String, String)>(
-            "SELECT f.id, j.id, j.destination_bucket FROM files f
-             JOIN upload_jobs j ON j.id = f.upload_job_id WHERE f.state = 'IN_PROGRESS'",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (file_id, job_id, bucket) in &open {
-            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
-        }
-        sqlx::query(
-            "UPDATE files SET state = 'PENDING', bytes_sent = 0,
+        let done = sqlx::query(
+            "UPDATE files SET state = 'PENDING', attempts = MAX(attempts - 1, 0),
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE state = 'IN_PROGRESS'",
         )
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(open.len() as u64)
+        Ok(done.rows_affected())
     }
 
     /// Tracked files of a job, by path, after `after`, at most `limit`.
@@ -636,6 +840,41 @@ impl Store {
     }
 }
 
+/// The job and bucket of a file, if it is still this version in progress.
+async fn this_version(
+    tx: &mut Transaction<'static, Sqlite>,
+    v: FileVersion,
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as::<_, (String, String)>(
+        "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+         WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
+    )
+    .bind(v.file_id)
+    .bind(to_i64(v.size))
+    .bind(v.mtime_ns)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+async fn update_bytes_sent(tx: &mut Transaction<'static, Sqlite>, file_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE files SET bytes_sent = (SELECT COALESCE(SUM(size), 0) FROM parts WHERE file_id = ?1)
+         WHERE id = ?1",
+    )
+    .bind(file_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Moves a file's open multipart upload (if any) to `pending_aborts`, in the caller's transaction.
 async fn release_multipart(
     tx: &mut Transaction<'static, Sqlite>,
@@ -652,7 +891,14 @@ async fn release_multipart(
     .await?;
     if let Some((path, upload)) = open {
         queue_abort(tx, &upload, bucket, &object_key(job_id, &path)).await?;
-        sqlx::query("UPDATE files SET multipart_upload_id = NULL WHERE id = ?")
+        sqlx::query(
+            "UPDATE files SET multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
+                bytes_sent = 0 WHERE id = ?",
+        )
+        .bind(file_id)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM parts WHERE file_id = ?")
             .bind(file_id)
             .execute(&mut **tx)
             .await?;
@@ -689,6 +935,24 @@ mod tests {
             .await
             .unwrap();
         store
+    }
+
+    fn open(id: &str) -> OpenUpload {
+        OpenUpload {
+            multipart_upload_id: id.into(),
+            part_size: 5,
+            checksum: "crc32c".into(),
+        }
+    }
+
+    fn part(number: i64, size: i64) -> PartRecord {
+        PartRecord {
+            number,
+            size,
+            etag: format!("\"etag-{number}\""),
+            checksum: Some("AAAAAA==".into()),
+            md5: "00".repeat(16),
+        }
     }
 
     fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
@@ -743,7 +1007,7 @@ mod tests {
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         assert!(
             store
-                .set_multipart_upload(claimed.version(), "mpu-1")
+                .set_multipart_upload(claimed.version(), &open("mpu-1"))
                 .await
                 .unwrap()
         );
@@ -758,7 +1022,12 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(!store.record_bytes_sent(claimed.version(), 5).await.unwrap());
+        assert!(
+            !store
+                .record_part(claimed.version(), "mpu-1", &part(1, 5))
+                .await
+                .unwrap()
+        );
         assert!(
             !store
                 .mark_uploaded(claimed.version(), Some("etag"))
@@ -792,7 +1061,7 @@ mod tests {
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
-            .set_multipart_upload(claimed.version(), "mpu-2")
+            .set_multipart_upload(claimed.version(), &open("mpu-2"))
             .await
             .unwrap();
         assert!(
@@ -819,14 +1088,27 @@ mod tests {
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
-            .set_multipart_upload(claimed.version(), "mpu-3")
+            .set_multipart_upload(claimed.version(), &open("mpu-3"))
             .await
             .unwrap();
-        store.record_bytes_sent(claimed.version(), 5).await.unwrap();
+        assert!(
+            store
+                .record_part(claimed.version(), "mpu-3", &part(1, 5))
+                .await
+                .unwrap()
+        );
         assert_eq!(store.recover_interrupted().await.unwrap(), 1);
+        // The upload and its parts are kept, to resume; nothing is aborted.
         let tally = store.job_tally("job").await.unwrap();
-        assert_eq!((tally.pending.files, tally.pending.bytes_sent), (1, 0));
-        assert_eq!(store.pending_aborts(10).await.unwrap().len(), 1);
+        assert_eq!((tally.pending.files, tally.pending.bytes_sent), (1, 5));
+        assert!(store.pending_aborts(10).await.unwrap().is_empty());
+        let again = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!(again.resume, Some(open("mpu-3")));
+        assert_eq!(again.attempt, 1, "an interrupted attempt is not counted");
+        assert_eq!(
+            store.parts(again.file_id, "mpu-3").await.unwrap(),
+            vec![part(1, 5)]
+        );
     }
 
     #[tokio::test]
@@ -844,7 +1126,7 @@ mod tests {
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
-            .set_multipart_upload(claimed.version(), "mpu-4")
+            .set_multipart_upload(claimed.version(), &open("mpu-4"))
             .await
             .unwrap();
         assert!(store.delete_job("job").await.unwrap());
@@ -853,7 +1135,122 @@ mod tests {
         assert_eq!(store.job_tally("job").await.unwrap().total_files(), 0);
         assert_eq!(store.pending_aborts(10).await.unwrap()[0].bucket, "bucket");
         // The uploader's next write finds nothing, so it stops.
-        assert!(!store.record_bytes_sent(claimed.version(), 5).await.unwrap());
+        assert!(
+            !store
+                .record_part(claimed.version(), "mpu-4", &part(1, 5))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn parts_are_recorded_counted_and_forgotten() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("a", 12, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        store
+            .set_multipart_upload(claimed.version(), &open("mpu-5"))
+            .await
+            .unwrap();
+        for p in [part(1, 5), part(2, 5), part(3, 2)] {
+            assert!(
+                store
+                    .record_part(claimed.version(), "mpu-5", &p)
+                    .await
+                    .unwrap()
+            );
+        }
+        // Another upload id is not this file's upload.
+        assert!(
+            !store
+                .record_part(claimed.version(), "other", &part(1, 5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+            12
+        );
+        store.forget_parts(claimed.file_id, &[2]).await.unwrap();
+        let numbers: Vec<i64> = store
+            .parts(claimed.file_id, "mpu-5")
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.number)
+            .collect();
+        assert_eq!(numbers, vec![1, 3]);
+        assert_eq!(
+            store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+            7
+        );
+        assert!(store.mark_uploaded(claimed.version(), None).await.unwrap());
+        assert!(
+            store
+                .parts(claimed.file_id, "mpu-5")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_until_due_and_failed_files_can_be_put_back() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("a", 1, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        let due = now_ms() + 60_000;
+        assert!(
+            store
+                .retry_later(claimed.version(), "503", due, true)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store.claim_next_file().await.unwrap().is_none(),
+            "not due yet"
+        );
+        assert_eq!(store.next_retry_due().await.unwrap(), Some(due));
+        assert!(
+            store
+                .retry_later(claimed.version(), "x", due, true)
+                .await
+                .is_ok()
+        );
+        sqlx::query("UPDATE files SET next_attempt_at = 0")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let again = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!(again.attempt, 2);
+        assert!(store.mark_failed(again.version(), "gave up").await.unwrap());
+        assert_eq!(store.retry_failed("job").await.unwrap(), 1);
+        let third = store.claim_next_file().await.unwrap().unwrap();
+        assert_eq!(third.attempt, 1, "attempts start again");
+    }
+
+    #[tokio::test]
+    async fn a_refusing_bucket_blocks_the_job_without_failing_the_file() {
+        let store = store_with_job().await;
+        store
+            .apply_scan_changes("job", "bucket", &[seen("a", 1, 1)], &[], &[])
+            .await
+            .unwrap();
+        let claimed = store.claim_next_file().await.unwrap().unwrap();
+        store
+            .block_job(claimed.version(), "job", "bucket gone")
+            .await
+            .unwrap();
+        let job = store.get_job("job").await.unwrap().unwrap();
+        assert_eq!(job.error.as_deref(), Some("bucket gone"));
+        assert_eq!(store.job_tally("job").await.unwrap().pending.files, 1);
+        assert!(store.claim_next_file().await.unwrap().is_none());
     }
 
     #[tokio::test]

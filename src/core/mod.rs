@@ -1,5 +1,6 @@
 //! The pure core: what to upload, how, and what state follows. No I/O lives here.
 
+pub mod checksum;
 pub mod diff;
 pub mod model;
 pub mod plan;

@@ -154,6 +154,13 @@ pub fn check_etag(expected: &str, actual: &str) -> EtagCheck {
     }
 }
 
+/// How long a file waits before its next attempt, after `attempts` failed ones: 2 s, doubling,
+/// at most 5 minutes.
+pub fn retry_delay(attempts: u32) -> std::time::Duration {
+    let secs = 2u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(16));
+    std::time::Duration::from_secs(secs.min(300))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -244,6 +251,16 @@ mod tests {
         let root = Path::new("/r");
         let path = root.join(OsStr::from_bytes(b"bad\xff.bin"));
         assert_eq!(relative_key_path(root, &path), Err(KeyPathError::NotUtf8));
+    }
+
+    #[test]
+    fn retries_back_off_and_are_capped() {
+        use std::time::Duration;
+        assert_eq!(retry_delay(1), Duration::from_secs(2));
+        assert_eq!(retry_delay(2), Duration::from_secs(4));
+        assert_eq!(retry_delay(5), Duration::from_secs(32));
+        assert_eq!(retry_delay(9), Duration::from_secs(300));
+        assert_eq!(retry_delay(1000), Duration::from_secs(300));
     }
 
     #[test]

@@ -27,12 +27,14 @@ use crate::core::model::{job_state, progress};
 use crate::core::spec::JobSpec;
 use crate::s3::{ErrorKind, ObjectStore};
 use crate::store::{ClaimedFile, Store};
-use upload::{Outcome, Uploader};
+use upload::{Outcome, Recovery, Uploader};
 
 /// How many changes a scan gathers before writing them in one transaction.
 const SCAN_BATCH: usize = 1000;
 /// How long a scan waits before trying a job again after S3 could not be reached.
 const RETRY_UNREACHABLE: Duration = Duration::from_secs(10);
+/// The most time the start-up sweep for orphaned multipart uploads may take.
+const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 /// How often the janitor looks at `pending_aborts` without being woken.
 const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -42,6 +44,8 @@ pub struct EngineSettings {
     pub chunk_size: u64,
     pub concurrency: usize,
     pub scan_interval: Duration,
+    /// Attempts a file gets before it is FAILED.
+    pub max_attempts: u32,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -99,6 +103,11 @@ impl Context {
         self.scans.push(job_id);
     }
 
+    /// Tells the dispatcher that files may be waiting.
+    pub fn wake_dispatcher(&self) {
+        self.work.notify_one();
+    }
+
     /// Tells the janitor that multipart uploads wait to be aborted.
     pub fn wake_janitor(&self) {
         self.aborts.notify_one();
@@ -116,6 +125,12 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         Ok(ids) => ids.iter().for_each(|id| ctx.request_scan(id)),
         Err(e) => tracing::error!(error = %e, "cannot list jobs to resume them"),
     }
+    // Before any new upload is created: whatever is open under a job's prefix and unknown to
+    // the store was left by a crash between CreateMultipartUpload and its record.
+    tokio::select! {
+        _ = tokio::time::timeout(SWEEP_BUDGET, sweep_orphans(&ctx)) => {}
+        _ = stopped(&mut shutdown) => return,
+    }
     let mut loops = JoinSet::new();
     loops.spawn(scan_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(periodic_rescan(ctx.clone(), shutdown.clone()));
@@ -123,6 +138,59 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loops.spawn(janitor_loop(ctx.clone(), shutdown.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;
     while loops.join_next().await.is_some() {}
+}
+
+/// Queues for abort every open multipart upload under a job's prefix that the store does not
+/// know: orphans cost money and stay invisible in listings.
+async fn sweep_orphans(ctx: &Context) {
+    let jobs = match ctx.store.list_jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list jobs for the orphan sweep");
+            return;
+        }
+    };
+    let mut queued = 0;
+    for job in jobs {
+        let prefix = crate::core::plan::object_key(&job.id, "");
+        let open = match ctx
+            .s3
+            .list_multipart_uploads(&job.destination_bucket, &prefix)
+            .await
+        {
+            Ok(open) if open.is_empty() => continue,
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(upload_id = %job.id, error = %e, "cannot list open multipart uploads; the sweep skips this job");
+                continue;
+            }
+        };
+        let known = match ctx
+            .store
+            .known_multipart_uploads(&job.destination_bucket)
+            .await
+        {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the known multipart uploads");
+                return;
+            }
+        };
+        for upload in open.into_iter().filter(|u| !known.contains(&u.upload_id)) {
+            tracing::info!(upload_id = %job.id, key = %upload.key, "an orphaned multipart upload is aborted");
+            match ctx
+                .store
+                .queue_abort(&upload.upload_id, &job.destination_bucket, &upload.key)
+                .await
+            {
+                Ok(()) => queued += 1,
+                Err(e) => tracing::error!(error = %e, "cannot queue an orphan for abort"),
+            }
+        }
+    }
+    if queued > 0 {
+        ctx.wake_janitor();
+    }
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -275,6 +343,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
     }
     let seen = walker.await?;
     ctx.store.mark_scanned(job_id).await?;
+    ctx.wake_dispatcher(); // a job unblocked by this scan has files waiting
     tracing::info!(
         files = seen,
         added,
@@ -305,10 +374,19 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             }
             Ok(None) => {
                 drop(permit);
+                // Until woken, or until the next retry is due; 30 s at most, a net under lost
+                // wake-ups (claiming is cheap).
+                let wait = match ctx.store.next_retry_due().await {
+                    Ok(Some(due)) => Duration::from_millis(
+                        u64::try_from(due - crate::store::now_ms())
+                            .unwrap_or(0)
+                            .clamp(10, 30_000),
+                    ),
+                    _ => Duration::from_secs(30),
+                };
                 tokio::select! {
                     _ = ctx.work.notified() => {}
-                    // A net under lost wake-ups; claiming is cheap.
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopped(&mut shutdown) => break,
                 }
             }
@@ -352,16 +430,47 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
             ctx.store.file_changed(version, now).await.map(|()| true)
         }
         Ok(Outcome::Superseded) => Ok(true),
-        Err(e) => {
-            tracing::warn!(upload_id = %file.upload_id, path = %file.path, error = %e, "upload failed");
-            ctx.store.mark_failed(version, &e.to_string()).await
-        }
+        Err(e) => record_failure(ctx, &file, &e).await,
     };
     if let Err(e) = recorded {
         tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome");
     }
     ctx.wake_janitor();
+    ctx.wake_dispatcher(); // a retry may now be due sooner than it was waiting for
     log_if_settled(ctx, &file.upload_id).await;
+}
+
+/// Decides what a failed attempt leads to, and records it.
+async fn record_failure(
+    ctx: &Context,
+    file: &ClaimedFile,
+    error: &upload::UploadError,
+) -> Result<bool, crate::store::StoreError> {
+    let version = file.version();
+    let message = error.to_string();
+    let attempts = u32::try_from(file.attempt).unwrap_or(u32::MAX);
+    let recovery = error.recovery();
+    let retry = matches!(recovery, Recovery::Resume | Recovery::StartOver)
+        && attempts < ctx.settings.max_attempts;
+    if retry {
+        let delay = crate::core::plan::retry_delay(attempts);
+        tracing::warn!(upload_id = %file.upload_id, path = %file.path, attempt = attempts, retry_in_s = delay.as_secs(), error = %message, "upload attempt failed; the file is tried again");
+        let due = crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        return ctx
+            .store
+            .retry_later(version, &message, due, recovery == Recovery::Resume)
+            .await;
+    }
+    if recovery == Recovery::BlockJob {
+        tracing::warn!(upload_id = %file.upload_id, error = %message, "the bucket refused the job; it waits until the bucket is usable");
+        return ctx
+            .store
+            .block_job(version, &file.upload_id, &message)
+            .await
+            .map(|()| true);
+    }
+    tracing::warn!(upload_id = %file.upload_id, path = %file.path, attempts, error = %message, "upload failed for good");
+    ctx.store.mark_failed(version, &message).await
 }
 
 /// Logs a job's end once it has no work left.

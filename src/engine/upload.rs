@@ -1,20 +1,24 @@
 //! Uploading one file: a PutObject for small files, a multipart upload part by part for large
-//! ones, each part read into memory (so memory is bounded by concurrency x part size), checked
-//! against its MD5, and the object verified after completion.
+//! ones. Each part is read into memory (so memory is bounded by concurrency x part size), sent
+//! with its checksum, checked against its MD5, and recorded in the store before the next one,
+//! so that a crash loses at most the part in flight: the next attempt lists what the server
+//! holds and sends only the missing parts. The object is verified after completion.
 
+use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::core::checksum::{ChecksumMode, checksum_matches};
 use crate::core::plan::{
-    EtagCheck, PlanError, UploadPlan, check_etag, expected_etag, md5_digest, object_key,
-    part_range, plan_upload,
+    EtagCheck, MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, check_etag, expected_etag,
+    md5_digest, object_key, part_range, plan_upload,
 };
-use crate::s3::{ObjectStore, S3Error};
+use crate::s3::{ErrorKind, ObjectStore, S3Error};
 use crate::scan::file_version;
-use crate::store::{ClaimedFile, Store, StoreError};
+use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 
 /// How an upload ended, short of an error.
 #[derive(Debug)]
@@ -44,10 +48,56 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Try again later, resuming the multipart upload (a passing fault).
+    Resume,
+    /// Try again later from scratch (the upload itself is suspect).
+    StartOver,
+    /// The bucket refused the job: block the job with the reason.
+    BlockJob,
+    /// Trying again cannot help until someone acts (permissions on the file, a 6 TiB file).
+    Fail,
+}
+
+impl UploadError {
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            UploadError::S3(e) => match e.kind {
+                ErrorKind::Transient => Recovery::Resume,
+                ErrorKind::NoSuchBucket | ErrorKind::AccessDenied => Recovery::BlockJob,
+                ErrorKind::NoSuchUpload | ErrorKind::Permanent => Recovery::StartOver,
+            },
+            UploadError::Read { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Recovery::Fail
+            }
+            UploadError::Read { .. } | UploadError::Store(_) => Recovery::Resume,
+            UploadError::Verify(_) => Recovery::StartOver,
+            UploadError::Plan(_) => Recovery::Fail,
+        }
+    }
+}
+
 pub struct Uploader<'a> {
     pub store: &'a Store,
     pub s3: &'a ObjectStore,
     pub chunk_size: u64,
+}
+
+/// What was sent, and what S3 should now hold.
+struct Sent {
+    expected_etag: String,
+    expected_checksum: Option<String>,
+    etag: Option<String>,
+}
+
+/// Why sending stopped short of an object.
+enum Stopped {
+    Changed(Option<(u64, i64)>),
+    Superseded,
 }
 
 impl Uploader<'_> {
@@ -71,20 +121,15 @@ impl Uploader<'_> {
 
         let sent = match plan {
             UploadPlan::Single => self.put_single(file, &path, &key, &mut reader).await?,
-            UploadPlan::Multipart { part_size, parts } => {
-                self.put_multipart(file, &path, &key, &mut reader, part_size, parts)
+            UploadPlan::Multipart { part_size, .. } => {
+                self.put_multipart(file, &path, &key, &mut reader, part_size)
                     .await?
             }
         };
-        let Sent::Done {
-            expected_etag,
-            etag,
-        } = sent
-        else {
-            return Ok(match sent {
-                Sent::Changed(now) => Outcome::Changed { now },
-                _ => Outcome::Superseded,
-            });
+        let sent = match sent {
+            Ok(sent) => sent,
+            Err(Stopped::Changed(now)) => return Ok(Outcome::Changed { now }),
+            Err(Stopped::Superseded) => return Ok(Outcome::Superseded),
         };
 
         // The bytes read must be the version claimed from start to end, or the object may hold
@@ -94,20 +139,37 @@ impl Uploader<'_> {
             Ok(now) => return Ok(Outcome::Changed { now }),
             Err(source) => return Err(read_error(&path, source)),
         }
+        self.verify(file, &key, sent).await
+    }
 
-        let info = self.s3.head_object(&file.bucket, &key).await?;
+    /// HeadObject must show the size, the ETag and the checksum the bytes sent give.
+    async fn verify(
+        &self,
+        file: &ClaimedFile,
+        key: &str,
+        sent: Sent,
+    ) -> Result<Outcome, UploadError> {
+        let info = self.s3.head_object(&file.bucket, key).await?;
         if info.size != file.size {
             return Err(UploadError::Verify(format!(
                 "S3 holds {} bytes at {key:?}, the file has {}",
                 info.size, file.size
             )));
         }
-        let etag = info.etag.or(etag);
+        let etag = info.etag.or(sent.etag);
         if let Some(actual) = &etag
-            && let EtagCheck::Mismatch { expected, actual } = check_etag(&expected_etag, actual)
+            && let EtagCheck::Mismatch { expected, actual } =
+                check_etag(&sent.expected_etag, actual)
         {
             return Err(UploadError::Verify(format!(
                 "S3 answered ETag {actual} for {key:?}, the bytes sent give {expected}"
+            )));
+        }
+        if let (Some(expected), Some(actual)) = (&sent.expected_checksum, &info.checksum)
+            && !checksum_matches(expected, actual)
+        {
+            return Err(UploadError::Verify(format!(
+                "S3 holds checksum {actual} for {key:?}, the bytes sent give {expected}"
             )));
         }
         tracing::info!(key, bytes = file.size, "uploaded");
@@ -120,17 +182,22 @@ impl Uploader<'_> {
         path: &Path,
         key: &str,
         reader: &mut tokio::fs::File,
-    ) -> Result<Sent, UploadError> {
+    ) -> Result<Result<Sent, Stopped>, UploadError> {
         let data = match read_part(reader, 0, file.size).await {
             Ok(d) => d,
             Err(e) => return changed_or(path, file, e).await,
         };
         let digest = md5_digest(&data);
-        let etag = self.s3.put_object(&file.bucket, key, data).await?;
-        Ok(Sent::Done {
+        let checksum = self.s3.checksum_mode().of(&data);
+        let etag = self
+            .s3
+            .put_object(&file.bucket, key, data, checksum.as_deref())
+            .await?;
+        Ok(Ok(Sent {
             expected_etag: expected_etag(&[digest], false),
+            expected_checksum: checksum,
             etag,
-        })
+        }))
     }
 
     async fn put_multipart(
@@ -140,31 +207,55 @@ impl Uploader<'_> {
         key: &str,
         reader: &mut tokio::fs::File,
         part_size: u64,
-        parts: u64,
-    ) -> Result<Sent, UploadError> {
+    ) -> Result<Result<Sent, Stopped>, UploadError> {
         let version = file.version();
-        let upload_id = self.s3.create_multipart_upload(&file.bucket, key).await?;
-        if !self.store.set_multipart_upload(version, &upload_id).await? {
-            // Nobody will know of this upload unless it is queued for abort now.
-            self.store
-                .queue_abort(&upload_id, &file.bucket, key)
-                .await?;
-            return Ok(Sent::Superseded);
-        }
-        tracing::debug!(multipart_upload_id = %upload_id, parts, part_size, "multipart upload created");
-        let mut done = Vec::with_capacity(parts as usize);
-        let mut digests = Vec::with_capacity(parts as usize);
+        let mode = self.s3.checksum_mode();
+        let (upload, mut done) = match self.resume(file, key).await? {
+            Resumed::Parts(upload, parts) => (upload, parts),
+            Resumed::AlreadyComplete(sent) => return Ok(Ok(sent)),
+            Resumed::Nothing => {
+                let id = self.s3.create_multipart_upload(&file.bucket, key).await?;
+                let upload = OpenUpload {
+                    multipart_upload_id: id,
+                    part_size,
+                    checksum: mode.as_str().to_owned(),
+                };
+                if !self.store.set_multipart_upload(version, &upload).await? {
+                    // Nobody would know of this upload unless it is queued for abort now.
+                    self.store
+                        .queue_abort(&upload.multipart_upload_id, &file.bucket, key)
+                        .await?;
+                    return Ok(Err(Stopped::Superseded));
+                }
+                tracing::debug!(multipart_upload_id = %upload.multipart_upload_id, part_size, "multipart upload created");
+                (upload, BTreeMap::new())
+            }
+        };
+        let part_size = upload.part_size;
+        let parts = file.size.div_ceil(part_size);
+        let upload_id = upload.multipart_upload_id.as_str();
         for number in 1..=parts {
+            if done.contains_key(&(number as i64)) {
+                continue;
+            }
             let (offset, len) = part_range(file.size, part_size, number);
             let data = match read_part(reader, offset, len).await {
                 Ok(d) => d,
                 Err(e) => return changed_or(path, file, e).await,
             };
             let digest = md5_digest(&data);
+            let checksum = mode.of(&data);
             let part_number = i32::try_from(number).expect("at most 10,000 parts");
             let part = self
                 .s3
-                .upload_part(&file.bucket, key, &upload_id, part_number, data)
+                .upload_part(
+                    &file.bucket,
+                    key,
+                    upload_id,
+                    part_number,
+                    data,
+                    checksum.as_deref(),
+                )
                 .await?;
             let expected = expected_etag(&[digest], false);
             if let EtagCheck::Mismatch { actual, .. } = check_etag(&expected, &part.etag) {
@@ -172,31 +263,150 @@ impl Uploader<'_> {
                     "part {number} of {key:?}: S3 answered ETag {actual}, the bytes sent give {expected}"
                 )));
             }
-            tracing::debug!(part = number, bytes = len, "part uploaded");
-            done.push(part);
-            digests.push(digest);
-            if !self.store.record_bytes_sent(version, offset + len).await? {
-                return Ok(Sent::Superseded);
+            let record = PartRecord {
+                number: number as i64,
+                size: len as i64,
+                etag: part.etag,
+                checksum,
+                md5: expected,
+            };
+            if !self.store.record_part(version, upload_id, &record).await? {
+                return Ok(Err(Stopped::Superseded));
             }
+            tracing::debug!(part = number, bytes = len, "part uploaded");
+            done.insert(record.number, record);
         }
+        let completed: Vec<crate::s3::UploadedPart> = done
+            .values()
+            .map(|p| crate::s3::UploadedPart {
+                number: p.number as i32,
+                etag: p.etag.clone(),
+                checksum: p.checksum.clone(),
+            })
+            .collect();
         let etag = self
             .s3
-            .complete_multipart_upload(&file.bucket, key, &upload_id, &done)
+            .complete_multipart_upload(&file.bucket, key, upload_id, &completed)
             .await?;
-        Ok(Sent::Done {
-            expected_etag: expected_etag(&digests, true),
-            etag,
-        })
+        Ok(Ok(expectations(mode, &done, etag)))
+    }
+
+    /// Picks up the multipart upload an earlier attempt left: the parts both the store recorded
+    /// and the server holds (same number, size and ETag) are kept; the others go again.
+    async fn resume(&self, file: &ClaimedFile, key: &str) -> Result<Resumed, UploadError> {
+        let Some(open) = &file.resume else {
+            return Ok(Resumed::Nothing);
+        };
+        let mode = self.s3.checksum_mode();
+        let version = file.version();
+        let upload_id = open.multipart_upload_id.as_str();
+        if open.checksum != mode.as_str() || !usable_part_size(open.part_size, file.size) {
+            tracing::info!(
+                multipart_upload_id = upload_id,
+                "the open upload was begun with other settings; starting over"
+            );
+            self.store.abandon_upload(version).await?;
+            return Ok(Resumed::Nothing);
+        }
+        let recorded = self.store.parts(file.file_id, upload_id).await?;
+        let listed = match self.s3.list_parts(&file.bucket, key, upload_id).await {
+            Ok(listed) => listed,
+            Err(e) if e.kind == ErrorKind::NoSuchUpload => {
+                // Completed just before a stop, or aborted, or expired by a lifecycle rule.
+                let parts = file.size.div_ceil(open.part_size);
+                if recorded.len() as u64 == parts {
+                    let done: BTreeMap<i64, PartRecord> =
+                        recorded.into_iter().map(|p| (p.number, p)).collect();
+                    let sent = expectations(mode, &done, None);
+                    if let Ok(info) = self.s3.head_object(&file.bucket, key).await
+                        && info.size == file.size
+                        && info
+                            .etag
+                            .as_deref()
+                            .is_some_and(|t| check_etag(&sent.expected_etag, t) == EtagCheck::Match)
+                    {
+                        tracing::info!(
+                            multipart_upload_id = upload_id,
+                            "the upload was completed before the stop"
+                        );
+                        return Ok(Resumed::AlreadyComplete(sent));
+                    }
+                }
+                tracing::info!(
+                    multipart_upload_id = upload_id,
+                    "S3 no longer knows the open upload; starting over"
+                );
+                self.store.abandon_upload(version).await?;
+                return Ok(Resumed::Nothing);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let on_server: BTreeMap<i64, (u64, String)> = listed
+            .into_iter()
+            .map(|p| (p.number, (p.size, normalize_etag(&p.etag))))
+            .collect();
+        let (kept, lost): (Vec<PartRecord>, Vec<PartRecord>) =
+            recorded.into_iter().partition(|p| {
+                on_server.get(&p.number).is_some_and(|(size, etag)| {
+                    *size == p.size as u64 && *etag == normalize_etag(&p.etag)
+                })
+            });
+        if !lost.is_empty() {
+            let numbers: Vec<i64> = lost.iter().map(|p| p.number).collect();
+            self.store.forget_parts(file.file_id, &numbers).await?;
+        }
+        tracing::info!(
+            multipart_upload_id = upload_id,
+            parts_kept = kept.len(),
+            parts_lost = lost.len(),
+            "resuming the multipart upload"
+        );
+        Ok(Resumed::Parts(
+            open.clone(),
+            kept.into_iter().map(|p| (p.number, p)).collect(),
+        ))
     }
 }
 
-enum Sent {
-    Done {
-        expected_etag: String,
-        etag: Option<String>,
-    },
-    Changed(Option<(u64, i64)>),
-    Superseded,
+enum Resumed {
+    Nothing,
+    Parts(OpenUpload, BTreeMap<i64, PartRecord>),
+    AlreadyComplete(Sent),
+}
+
+/// What S3 should hold once these parts are assembled.
+fn expectations(
+    mode: ChecksumMode,
+    parts: &BTreeMap<i64, PartRecord>,
+    etag: Option<String>,
+) -> Sent {
+    let digests: Vec<[u8; 16]> = parts.values().map(|p| hex_digest(&p.md5)).collect();
+    let checksums: Option<Vec<&str>> = parts.values().map(|p| p.checksum.as_deref()).collect();
+    Sent {
+        expected_etag: expected_etag(&digests, true),
+        expected_checksum: checksums.and_then(|c| mode.composite(c)),
+        etag,
+    }
+}
+
+/// A part size an upload can go on with: within S3's limits for a file of this size.
+fn usable_part_size(part_size: u64, size: u64) -> bool {
+    part_size >= MIN_PART_SIZE && size.div_ceil(part_size) <= MAX_PARTS
+}
+
+fn normalize_etag(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_ascii_lowercase()
+}
+
+fn hex_digest(hex: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
 }
 
 /// Where a tracked file lives on disk.
@@ -225,13 +435,13 @@ async fn read_part(reader: &mut tokio::fs::File, offset: u64, len: u64) -> std::
 }
 
 /// A read failed: if the file changed under us that is the reason, else it is a read error.
-async fn changed_or(
+async fn changed_or<T>(
     path: &Path,
     file: &ClaimedFile,
     err: std::io::Error,
-) -> Result<Sent, UploadError> {
+) -> Result<Result<T, Stopped>, UploadError> {
     match current_version(path).await {
-        Ok(now) if now != Some((file.size, file.mtime_ns)) => Ok(Sent::Changed(now)),
+        Ok(now) if now != Some((file.size, file.mtime_ns)) => Ok(Err(Stopped::Changed(now))),
         _ => Err(read_error(path, err)),
     }
 }
@@ -240,5 +450,61 @@ fn read_error(path: &Path, source: std::io::Error) -> UploadError {
     UploadError::Read {
         path: path.display().to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_happens_after_each_kind_of_failure() {
+        let s3 = |kind| {
+            UploadError::S3(S3Error {
+                kind,
+                message: String::new(),
+            })
+        };
+        assert_eq!(s3(ErrorKind::Transient).recovery(), Recovery::Resume);
+        assert_eq!(s3(ErrorKind::NoSuchBucket).recovery(), Recovery::BlockJob);
+        assert_eq!(s3(ErrorKind::AccessDenied).recovery(), Recovery::BlockJob);
+        assert_eq!(s3(ErrorKind::NoSuchUpload).recovery(), Recovery::StartOver);
+        assert_eq!(s3(ErrorKind::Permanent).recovery(), Recovery::StartOver);
+        assert_eq!(
+            UploadError::Verify(String::new()).recovery(),
+            Recovery::StartOver
+        );
+        let read = |kind| UploadError::Read {
+            path: String::new(),
+            source: std::io::Error::from(kind),
+        };
+        assert_eq!(
+            read(std::io::ErrorKind::PermissionDenied).recovery(),
+            Recovery::Fail
+        );
+        assert_eq!(
+            read(std::io::ErrorKind::Interrupted).recovery(),
+            Recovery::Resume
+        );
+        assert_eq!(
+            UploadError::Plan(PlanError::TooLarge { size: 0 }).recovery(),
+            Recovery::Fail
+        );
+    }
+
+    #[test]
+    fn part_sizes_from_an_earlier_run_are_checked() {
+        const MIB: u64 = 1024 * 1024;
+        assert!(usable_part_size(5 * MIB, 12 * MIB));
+        assert!(!usable_part_size(4 * MIB, 12 * MIB));
+        assert!(!usable_part_size(5 * MIB, 5 * MIB * MAX_PARTS + 1));
+    }
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let d = md5_digest(b"abc");
+        let hex = expected_etag(&[d], false);
+        assert_eq!(hex_digest(&hex), d);
+        assert_eq!(normalize_etag("\"ABC\""), "abc");
     }
 }

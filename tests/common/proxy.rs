@@ -1,0 +1,310 @@
+//! A small HTTP proxy between ferry and LocalStack: it counts S3 requests at the wire by
+//! operation, and injects faults for real (error answers, dropped connections, delays, an
+//! outage), so that the tests judge ferry by what crossed the network, not by its own word.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use salvo::conn::{Acceptor, Listener, TcpListener};
+use salvo::http::StatusCode;
+use salvo::prelude::*;
+use salvo::server::ServerHandle;
+
+/// What the proxy does to the requests it sees.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Every nth UploadPart or PutObject is answered with this status and S3 error code.
+    pub fail_every: Option<(u64, u16, &'static str)>,
+    /// Every nth request (of any kind, counted separately) loses its connection mid-answer.
+    pub drop_every: Option<u64>,
+    /// Every request waits this long before it is forwarded.
+    pub delay: Option<Duration>,
+    /// Every UploadPart waits this long before it is forwarded.
+    pub part_delay: Option<Duration>,
+    /// S3 is unreachable: every connection is dropped.
+    pub down: bool,
+    /// ListParts answers hold at most this many parts, so that paging is exercised on small files.
+    pub list_parts_page: Option<u32>,
+    /// HeadObject answers carry a wrong checksum, as if S3 held other bytes.
+    pub corrupt_head_checksum: bool,
+    /// HeadObject answers carry a wrong ETag, as if S3 held other bytes.
+    pub corrupt_head_etag: bool,
+}
+
+#[derive(Default)]
+struct State {
+    upstream: String,
+    client: reqwest::Client,
+    received: Mutex<HashMap<String, u64>>,
+    forwarded_ok: Mutex<HashMap<String, u64>>,
+    faults: Mutex<Faults>,
+    data_requests: AtomicU64,
+    all_requests: AtomicU64,
+    injected: AtomicU64,
+}
+
+pub struct Proxy {
+    pub url: String,
+    state: Arc<State>,
+    handle: ServerHandle,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+            ..State::default()
+        });
+        let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
+        let addr = acceptor.holdings()[0]
+            .local_addr
+            .clone()
+            .into_std()
+            .expect("a TCP address");
+        let router = Router::new().push(Router::with_path("{**rest}").goal(Forward(state.clone())));
+        let router = Router::new().goal(Forward(state.clone())).push(router);
+        let server = Server::new(acceptor);
+        let handle = server.handle();
+        tokio::spawn(server.serve(router));
+        Proxy {
+            url: format!("http://{addr}"),
+            state,
+            handle,
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().unwrap() = faults;
+    }
+
+    /// Requests received for an S3 operation (UploadPart, PutObject, CreateMultipartUpload ...).
+    pub fn received(&self, operation: &str) -> u64 {
+        *self
+            .state
+            .received
+            .lock()
+            .unwrap()
+            .get(operation)
+            .unwrap_or(&0)
+    }
+
+    /// Requests of an operation that LocalStack answered with a success.
+    pub fn succeeded(&self, operation: &str) -> u64 {
+        *self
+            .state
+            .forwarded_ok
+            .lock()
+            .unwrap()
+            .get(operation)
+            .unwrap_or(&0)
+    }
+
+    /// How many requests the proxy failed, dropped or refused on purpose.
+    pub fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.handle.stop_forceful();
+    }
+}
+
+/// Names the S3 operation of a path-style request.
+pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some(name))
+    };
+    let has_key = path.trim_start_matches('/').contains('/');
+    match method {
+        "PUT" if has("partNumber") && has("uploadId") => "UploadPart",
+        "PUT" if has_key => "PutObject",
+        "PUT" => "CreateBucket",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "Delete",
+        "GET" if has("uploadId") => "ListParts",
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "HEAD" if has_key => "HeadObject",
+        "HEAD" => "HeadBucket",
+        _ => "Other",
+    }
+}
+
+struct Forward(Arc<State>);
+
+/// Ends the answer with a broken connection.
+fn drop_connection(res: &mut Response) {
+    res.status_code(StatusCode::OK);
+    res.headers_mut()
+        .insert("content-length", "1000".parse().unwrap());
+    res.stream(futures_util::stream::once(async {
+        Err::<bytes::Bytes, std::io::Error>(std::io::Error::other(
+            "connection dropped by the test proxy",
+        ))
+    }));
+}
+
+#[async_trait]
+impl Handler for Forward {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _depot: &mut Depot,
+        res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
+        let state = &self.0;
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let op = operation(&method, &path, &query);
+        *state
+            .received
+            .lock()
+            .unwrap()
+            .entry(op.to_owned())
+            .or_default() += 1;
+        let body = req
+            .payload_with_max_size(256 * 1024 * 1024)
+            .await
+            .cloned()
+            .unwrap_or_default();
+        let faults = state.faults.lock().unwrap().clone();
+        let n = state.all_requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if faults.down {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            drop_connection(res);
+            return;
+        }
+        if let Some(delay) = faults.delay {
+            tokio::time::sleep(delay).await;
+        }
+        if op == "UploadPart"
+            && let Some(delay) = faults.part_delay
+        {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(every) = faults.drop_every
+            && n.is_multiple_of(every)
+        {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            drop_connection(res);
+            return;
+        }
+        if matches!(op, "UploadPart" | "PutObject")
+            && let Some((every, status, code)) = faults.fail_every
+        {
+            let m = state.data_requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if m.is_multiple_of(every) {
+                state.injected.fetch_add(1, Ordering::Relaxed);
+                res.status_code(StatusCode::from_u16(status).unwrap());
+                res.headers_mut()
+                    .insert("content-type", "application/xml".parse().unwrap());
+                res.body(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+                ));
+                return;
+            }
+        }
+
+        let mut query = query;
+        if op == "ListParts"
+            && let Some(page) = faults.list_parts_page
+        {
+            query = query
+                .split('&')
+                .filter(|kv| !kv.starts_with("max-parts="))
+                .chain(std::iter::once(format!("max-parts={page}").as_str()))
+                .collect::<Vec<_>>()
+                .join("&");
+        }
+        let url = format!(
+            "{}{}{}",
+            state.upstream,
+            path,
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            }
+        );
+        let mut forward = state
+            .client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        for (name, value) in req.headers() {
+            if !matches!(
+                name.as_str(),
+                "host" | "content-length" | "connection" | "transfer-encoding"
+            ) {
+                forward = forward.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let answer = match forward.body(body).send().await {
+            Ok(a) => a,
+            Err(_) => {
+                drop_connection(res);
+                return;
+            }
+        };
+        let status = answer.status().as_u16();
+        if (200..300).contains(&status) {
+            *state
+                .forwarded_ok
+                .lock()
+                .unwrap()
+                .entry(op.to_owned())
+                .or_default() += 1;
+        }
+        res.status_code(StatusCode::from_u16(status).unwrap());
+        let head = method == "HEAD";
+        for (name, value) in answer.headers() {
+            // A HEAD answer keeps its Content-Length: it is the object's size.
+            let skip = matches!(name.as_str(), "connection" | "transfer-encoding")
+                || (name.as_str() == "content-length" && !head);
+            if !skip && let Ok(v) = salvo::http::HeaderValue::from_bytes(value.as_bytes()) {
+                res.headers_mut().append(
+                    salvo::http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                    v,
+                );
+            }
+        }
+        if head && op == "HeadObject" && faults.corrupt_head_checksum {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
+                if let Some(v) = res.headers().get(name).and_then(|v| v.to_str().ok()) {
+                    // Same form (a composite keeps its -N), other value.
+                    let wrong = match v.split_once('-') {
+                        Some((_, n)) => format!("AAAAAA==-{n}"),
+                        None => "AAAAAA==".to_owned(),
+                    };
+                    res.headers_mut().insert(name, wrong.parse().unwrap());
+                }
+            }
+        }
+        if head && op == "HeadObject" && faults.corrupt_head_etag {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = res.headers().get("etag").and_then(|v| v.to_str().ok()) {
+                let wrong = match v.trim_matches('"').split_once('-') {
+                    Some((_, n)) => format!("\"00000000000000000000000000000000-{n}\""),
+                    None => "\"00000000000000000000000000000000\"".to_owned(),
+                };
+                res.headers_mut().insert("etag", wrong.parse().unwrap());
+            }
+        }
+        let bytes = answer.bytes().await.unwrap_or_default();
+        if !head {
+            res.body(bytes.to_vec());
+        }
+    }
+}
