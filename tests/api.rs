@@ -148,6 +148,8 @@ async fn unknown_jobs_and_routes_are_404_in_json() {
     }
     let (status, body) = ferry.post("/uploads/nope/rescan", &json!({})).await;
     assert_error(status, &body, 404, "upload_not_found", "nope");
+    let (status, body) = ferry.post("/uploads/nope/retry", &json!({})).await;
+    assert_error(status, &body, 404, "upload_not_found", "nope");
     assert_eq!(ferry.delete("/uploads/nope").await, 404);
 
     let (status, body) = ferry.get("/no/such/endpoint").await;
@@ -216,6 +218,7 @@ async fn health_readiness_and_the_openapi_document() {
         ("/uploads/{upload_id}", "delete"),
         ("/uploads/{upload_id}/files", "get"),
         ("/uploads/{upload_id}/rescan", "post"),
+        ("/uploads/{upload_id}/retry", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
@@ -251,6 +254,8 @@ fn bad_settings_stop_the_start_with_the_variable_named() {
         ("FERRY_LOG_FORMAT", "xml", "json or text"),
         ("FERRY_DATABASE_URL", "postgres://db", "only SQLite"),
         ("FERRY_S3_FORCE_PATH_STYLE", "perhaps", "true or false"),
+        ("FERRY_MAX_ATTEMPTS", "0", "from 1 to"),
+        ("FERRY_CHECKSUM", "sha1", "crc32c, crc32 or none"),
     ] {
         let out = ferry_command()
             .arg("serve")
@@ -293,6 +298,8 @@ fn help_lists_every_setting_with_its_default() {
         ("FERRY_LOG", "info"),
         ("FERRY_LOG_FORMAT", "json"),
         ("FERRY_S3_FORCE_PATH_STYLE", "false"),
+        ("FERRY_MAX_ATTEMPTS", "5"),
+        ("FERRY_CHECKSUM", "crc32c"),
     ] {
         assert!(help.contains(var), "{var} missing from --help:\n{help}");
         assert!(
