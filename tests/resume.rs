@@ -134,7 +134,7 @@ async fn files_arrive_intact_through_errors_dropped_connections_and_delays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_unreachable_for_twenty_seconds_and_the_job_completes_after() {
+async fn s3_gone_for_twenty_seconds_twice_and_the_job_completes_after() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
     proxy.set_faults(Faults {
@@ -142,7 +142,7 @@ async fn s3_unreachable_for_twenty_seconds_and_the_job_completes_after() {
         ..Faults::default()
     });
     let src = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = (0..5)
+    let files: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| (format!("f{i}.bin"), content(700 + i, 6 * MIB)))
         .collect();
     for (path, data) in &files {
@@ -154,23 +154,48 @@ async fn s3_unreachable_for_twenty_seconds_and_the_job_completes_after() {
     ];
     let ferry = Ferry::start(&env).await;
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
-    ferry
-        .wait_for(&id, SETTLE, |j| {
-            j["completed_files"].as_u64().unwrap_or(0) >= 1
-        })
-        .await;
 
-    proxy.set_faults(Faults {
-        down: true,
-        ..Faults::default()
-    });
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let (_, during) = ferry.get(&format!("/uploads/{id}")).await;
-    assert_eq!(
-        during["state"], "IN_PROGRESS",
-        "a passing outage fails nothing: {during}"
-    );
-    proxy.set_faults(Faults::default());
+    // First S3 refuses every connection for 20 s, then it hangs for 20 s (requests are held,
+    // then answered), as a stopped and a frozen server would look from ferry.
+    for (done, outage) in [
+        (
+            1,
+            Faults {
+                down: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            2,
+            Faults {
+                stall_until: Some(std::time::Instant::now() + Duration::from_secs(1000)),
+                ..Faults::default()
+            },
+        ),
+    ] {
+        ferry
+            .wait_for(&id, SETTLE, |j| {
+                j["completed_files"].as_u64().unwrap_or(0) >= done
+            })
+            .await;
+        let outage = Faults {
+            stall_until: outage
+                .stall_until
+                .map(|_| std::time::Instant::now() + Duration::from_secs(20)),
+            ..outage
+        };
+        proxy.set_faults(outage);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (_, during) = ferry.get(&format!("/uploads/{id}")).await;
+        assert_eq!(
+            during["state"], "IN_PROGRESS",
+            "a passing outage fails nothing: {during}"
+        );
+        proxy.set_faults(Faults {
+            part_delay: Some(Duration::from_millis(100)),
+            ..Faults::default()
+        });
+    }
 
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
@@ -180,6 +205,43 @@ async fn s3_unreachable_for_twenty_seconds_and_the_job_completes_after() {
             "{path} differs"
         );
     }
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        part_delay: Some(Duration::from_millis(200)),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let path = write_file(src.path(), "growing.bin", &content(1000, 20 * MIB));
+    let env = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
+    let ferry = Ferry::start(&env).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    // Rewritten in place while its parts go up: same size, new bytes, new mtime.
+    let now = content(1001, 20 * MIB);
+    std::fs::write(&path, &now).unwrap();
+
+    let job = ferry
+        .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
+        .await;
+    assert_eq!(job["completed_files"], 1);
+    assert!(
+        s3.get(&format!("{id}/growing.bin")).await == now,
+        "S3 holds the old or mixed bytes"
+    );
+    assert!(
+        proxy.received("CreateMultipartUpload") >= 2,
+        "the upload of the old bytes was not abandoned"
+    );
     s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
 
@@ -290,6 +352,7 @@ async fn failed_files_are_retried_on_request() {
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(s3.get(&format!("{id}/doc.txt")).await, b"second time lucky");
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,6 +400,7 @@ async fn transient_failures_are_retried_automatically_up_to_the_limit() {
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(ferry.files(&id).await[0]["attempts"], 2);
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

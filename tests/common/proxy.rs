@@ -25,6 +25,8 @@ pub struct Faults {
     pub part_delay: Option<Duration>,
     /// S3 is unreachable: every connection is dropped.
     pub down: bool,
+    /// S3 hangs: every request waits until this moment before it is forwarded.
+    pub stall_until: Option<std::time::Instant>,
     /// ListParts answers hold at most this many parts, so that paging is exercised on small files.
     pub list_parts_page: Option<u32>,
     /// HeadObject answers carry a wrong checksum, as if S3 held other bytes.
@@ -186,6 +188,10 @@ impl Handler for Forward {
             state.injected.fetch_add(1, Ordering::Relaxed);
             drop_connection(res);
             return;
+        }
+        if let Some(until) = faults.stall_until {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(until.into()).await;
         }
         if let Some(delay) = faults.delay {
             tokio::time::sleep(delay).await;
