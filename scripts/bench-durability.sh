@@ -15,29 +15,13 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/src"
 head -c $((1024 * 1024 * 1024)) /dev/urandom >"$WORK/src/big.bin"
 
+source scripts/lib.sh
+
 upload_seconds() {
-  local port bucket id start end state pid
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  bucket="durability-$RANDOM-$RANDOM"
-  curl -fsS -X PUT "http://127.0.0.1:$S3_PORT/$bucket" >/dev/null
-  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
-    AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" FERRY_S3_FORCE_PATH_STYLE=true \
-    FERRY_LISTEN="127.0.0.1:$port" FERRY_DATABASE_URL="$WORK/$bucket.db" FERRY_LOG=warn \
-    "$FERRY" serve 2>"$WORK/$bucket.log" &
-  pid=$!
-  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-  start=$(date +%s.%N)
-  id=$(curl -fsS -X POST "http://127.0.0.1:$port/uploads/" \
-    -d "{\"source_folder\": \"$WORK/src\", \"destination_bucket\": \"$bucket\"}" | sed -E 's/.*"upload_id":"([^"]+)".*/\1/')
-  while :; do
-    state=$(curl -fsS "http://127.0.0.1:$port/uploads/$id" | grep -Eo '"state":"[A-Z_]+"' | cut -d'"' -f4)
-    [[ "$state" == COMPLETED || "$state" == FAILED ]] && break
-    sleep 0.05
-  done
-  end=$(date +%s.%N)
-  kill -TERM "$pid"; wait "$pid" || true
-  [[ "$state" == COMPLETED ]] || { echo "upload $state; see $WORK/$bucket.log" >&2; exit 1; }
-  awk "BEGIN {print $end - $start}"
+  local seconds state rss
+  read -r seconds state rss < <(time_job "$WORK/src")
+  [[ "$state" == COMPLETED ]] || { echo "upload $state; see the logs in $WORK" >&2; exit 1; }
+  echo "$seconds"
 }
 
 runs=$(for _ in 1 2 3; do upload_seconds; done | sort -n)

@@ -507,10 +507,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM parts WHERE file_id = ?")
-            .bind(v.file_id)
-            .execute(&mut *tx)
-            .await?;
+        drop_parts(&mut tx, v.file_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -605,10 +602,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM parts WHERE file_id = ?")
-            .bind(v.file_id)
-            .execute(&mut *tx)
-            .await?;
+        drop_parts(&mut tx, v.file_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -856,6 +850,14 @@ async fn this_version(
     .await?)
 }
 
+async fn drop_parts(tx: &mut Transaction<'static, Sqlite>, file_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM parts WHERE file_id = ?")
+        .bind(file_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn update_bytes_sent(tx: &mut Transaction<'static, Sqlite>, file_id: i64) -> Result<()> {
     sqlx::query(
         "UPDATE files SET bytes_sent = (SELECT COALESCE(SUM(size), 0) FROM parts WHERE file_id = ?1)
@@ -898,10 +900,7 @@ async fn release_multipart(
         .bind(file_id)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM parts WHERE file_id = ?")
-            .bind(file_id)
-            .execute(&mut **tx)
-            .await?;
+        drop_parts(tx, file_id).await?;
     }
     Ok(())
 }
