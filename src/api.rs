@@ -16,11 +16,11 @@ use salvo::oapi::{
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::{FileState, FileTally, JobState, job_state, progress};
-use crate::core::spec::{JobSpec, SpecError};
+use crate::core::model::{FileState, FileTally, JobState, conditions, job_state, progress};
+use crate::core::spec::{JobName, JobSpec, SpecError};
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::engine::Context;
-use crate::store::{FileRow, JobRow, StoreError};
+use crate::store::{Applied, FileRow, JobRow, StoreError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -285,6 +285,15 @@ pub struct CreatedUpload {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct AppliedUpload {
+    upload_id: String,
+    /// `created`, `updated` or `unchanged`.
+    status: String,
+    /// The spec's generation after this call.
+    generation: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RetryAccepted {
     upload_id: String,
     /// Always `retry_requested`.
@@ -325,12 +334,48 @@ pub struct JobView {
     updated_at: String,
     /// When the last full scan of the source folder ended.
     scanned_at: Option<String>,
+    /// The spec's version: 1 at creation, bumped by every change (PUT).
+    generation: i64,
+    /// The generation the last completed scan reconciled.
+    observed_generation: i64,
+    /// What holds and what does not, and why.
+    conditions: Vec<ConditionView>,
+}
+
+/// A condition of a job's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConditionView {
+    /// Reconciled, SourceFolderReadable, BucketWritable, FilesFailing or Completed.
+    #[serde(rename = "type")]
+    kind: String,
+    /// "True" or "False", as in Kubernetes.
+    status: String,
+    reason: String,
+    message: String,
 }
 
 impl JobView {
-    fn new(job: JobRow, files: &FileTally) -> Self {
+    fn new(job: JobRow, files: &FileTally, last_scan: Option<String>) -> Self {
         let state = job_state(job.facts(), files);
+        let conditions = conditions(
+            job.blocker(),
+            job.generation,
+            job.observed_generation,
+            files,
+            state,
+        )
+        .into_iter()
+        .map(|c| ConditionView {
+            kind: c.kind.into(),
+            status: if c.status { "True" } else { "False" }.into(),
+            reason: c.reason.into(),
+            message: c.message,
+        })
+        .collect();
         JobView {
+            generation: job.generation,
+            observed_generation: job.observed_generation,
+            conditions,
             state,
             progress: progress(state, files),
             total_files: files.total_files(),
@@ -351,7 +396,7 @@ impl JobView {
             error: job.error,
             created_at: job.created_at,
             updated_at: job.updated_at,
-            scanned_at: job.scanned_at,
+            scanned_at: last_scan.or(job.scanned_at),
         }
     }
 }
@@ -425,21 +470,7 @@ async fn create_upload(
     req: &mut Request,
     depot: &mut Depot,
 ) -> Result<Created<CreatedUpload>, ApiError> {
-    let body = read_body(req).await?;
-    let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the body must be a JSON object {{\"source_folder\": string, \"destination_bucket\": string, \"pattern\": string (optional)}}: {e}"
-            ),
-        )
-    })?;
-    let spec = JobSpec::parse(
-        &request.source_folder,
-        &request.destination_bucket,
-        request.pattern.as_deref(),
-    )?;
-    check_source_folder(&request.source_folder).await?;
+    let (request, spec) = read_spec(req).await?;
 
     let app = app_state(depot);
     let id = uuid::Uuid::new_v4().to_string();
@@ -457,6 +488,74 @@ async fn create_upload(
     Ok(Created(CreatedUpload {
         upload_id: id,
         status: "created".into(),
+    }))
+}
+
+/// Reads and validates a job spec from the request body.
+async fn read_spec(req: &mut Request) -> Result<(CreateUpload, JobSpec), ApiError> {
+    let body = read_body(req).await?;
+    let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body must be a JSON object {{\"source_folder\": string, \"destination_bucket\": string, \"pattern\": string (optional)}}: {e}"
+            ),
+        )
+    })?;
+    let spec = JobSpec::parse(
+        &request.source_folder,
+        &request.destination_bucket,
+        request.pattern.as_deref(),
+    )?;
+    check_source_folder(&request.source_folder).await?;
+    Ok((request, spec))
+}
+
+/// Create or update an upload job by name
+///
+/// Declarative and idempotent: the job named `upload_id` (a DNS-1123 label, such as `nightly-logs`) is made
+/// to have this spec. 201 when created, 200 when it already had it (`unchanged`) or was changed
+/// (`updated`, its generation bumped). A new pattern takes new files in and lets files that no
+/// longer match leave the count; a new folder or bucket uploads every file again, to the new
+/// place. Objects already in S3 stay.
+#[endpoint(tags("uploads"))]
+async fn put_upload(
+    upload_id: PathParam<String>,
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> Result<Json<AppliedUpload>, ApiError> {
+    let name = upload_id.into_inner();
+    JobName::parse(&name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let (request, spec) = read_spec(req).await?;
+    let app = app_state(depot);
+    let (applied, job) = app
+        .ctx
+        .store
+        .apply_job(
+            &name,
+            &request.source_folder,
+            spec.destination_bucket.as_str(),
+            spec.pattern.as_ref().map(|p| p.as_str()),
+        )
+        .await?;
+    let status = match applied {
+        Applied::Created => {
+            res.status_code(StatusCode::CREATED);
+            "created"
+        }
+        Applied::Unchanged => "unchanged",
+        Applied::Updated { .. } => "updated",
+    };
+    if applied != Applied::Unchanged {
+        tracing::info!(upload_id = %name, status, generation = job.generation, "upload job applied");
+        app.ctx.request_scan(&name);
+        app.ctx.wake_janitor();
+    }
+    Ok(Json(AppliedUpload {
+        upload_id: name,
+        status: status.into(),
+        generation: job.generation,
     }))
 }
 
@@ -531,7 +630,8 @@ async fn get_upload(
         .await?
         .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
     let files = store.job_tally(&upload_id).await?;
-    Ok(Json(JobView::new(job, &files)))
+    let last_scan = app.ctx.last_scan(&upload_id);
+    Ok(Json(JobView::new(job, &files, last_scan)))
 }
 
 /// List every upload job
@@ -545,7 +645,8 @@ async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError>
         jobs.into_iter()
             .map(|job| {
                 let files = tallies.remove(&job.id).unwrap_or_default();
-                JobView::new(job, &files)
+                let last_scan = app.ctx.last_scan(&job.id);
+                JobView::new(job, &files, last_scan)
             })
             .collect(),
     ))
@@ -676,6 +777,7 @@ async fn delete_upload(
         return Err(ApiError::job_not_found(&upload_id));
     }
     tracing::info!(upload_id = %*upload_id, "upload job deleted");
+    app.ctx.forget_job(&upload_id);
     app.ctx.wake_janitor();
     Ok(NoContent)
 }
@@ -739,6 +841,7 @@ fn routes() -> Router {
                 .push(
                     Router::with_path("{upload_id}")
                         .get(get_upload)
+                        .put(put_upload)
                         .delete(delete_upload)
                         .push(Router::with_path("files").get(list_files))
                         .push(Router::with_path("rescan").post(rescan_upload))

@@ -15,7 +15,7 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use crate::config::DatabaseLocation;
 use crate::core::diff::{RecordedFile, SeenFile};
-use crate::core::model::{FileState, FileTally, JobFacts, StateTally};
+use crate::core::model::{Blocker, FileState, FileTally, JobFacts, StateTally};
 use crate::core::plan::object_key;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +43,37 @@ pub struct JobRow {
     pub scanned_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The spec's version: 1 at creation, bumped by every change.
+    pub generation: i64,
+    /// The generation the last completed scan reconciled.
+    pub observed_generation: i64,
+    pub error_reason: Option<String>,
+}
+
+/// What applying a spec by name did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Created,
+    Unchanged,
+    /// The spec changed; `reset` when the folder or the bucket did, so that every file goes
+    /// again to the new place.
+    Updated {
+        reset: bool,
+    },
 }
 
 impl JobRow {
+    /// What blocks the job, if anything, and the message.
+    pub fn blocker(&self) -> Option<(Blocker, &str)> {
+        let message = self.error.as_deref()?;
+        let kind = self
+            .error_reason
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(Blocker::InvalidSpec);
+        Some((kind, message))
+    }
+
     pub fn facts(&self) -> JobFacts {
         JobFacts {
             scanned: self.scanned_at.is_some(),
@@ -236,6 +264,90 @@ impl Store {
         row.ok_or_else(|| StoreError::Conflict(id.to_owned()))
     }
 
+    /// Creates the job `id` with this spec, or brings an existing one to it (PUT semantics).
+    /// A changed folder or bucket forgets the job's files (their open multipart uploads are
+    /// queued for abort) so that the next scan takes them all again; a changed pattern is left
+    /// to the scan's diff.
+    pub async fn apply_job(
+        &self,
+        id: &str,
+        source_folder: &str,
+        bucket: &str,
+        pattern: Option<&str>,
+    ) -> Result<(Applied, JobRow)> {
+        let mut tx = self.write_tx().await?;
+        let existing = sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let applied = match &existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern)
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(source_folder)
+                .bind(bucket)
+                .bind(pattern)
+                .execute(&mut *tx)
+                .await?;
+                Applied::Created
+            }
+            Some(job)
+                if job.source_folder == source_folder
+                    && job.destination_bucket == bucket
+                    && job.pattern.as_deref() == pattern =>
+            {
+                Applied::Unchanged
+            }
+            Some(job) => {
+                let reset = job.source_folder != source_folder || job.destination_bucket != bucket;
+                if reset {
+                    let open = sqlx::query_as::<_, (String, String)>(
+                        "SELECT path, multipart_upload_id FROM files
+                         WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for (path, upload) in open {
+                        queue_abort(
+                            &mut tx,
+                            &upload,
+                            &job.destination_bucket,
+                            &object_key(id, &path),
+                        )
+                        .await?;
+                    }
+                    sqlx::query("DELETE FROM files WHERE upload_job_id = ?")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "UPDATE upload_jobs SET source_folder = ?, destination_bucket = ?, pattern = ?,
+                        generation = generation + 1, error = NULL, error_reason = NULL,
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                     WHERE id = ?",
+                )
+                .bind(source_folder)
+                .bind(bucket)
+                .bind(pattern)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Applied::Updated { reset }
+            }
+        };
+        let row = sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((applied, row))
+    }
+
     pub async fn get_job(&self, id: &str) -> Result<Option<JobRow>> {
         Ok(
             sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
@@ -302,13 +414,15 @@ impl Store {
     }
 
     /// Records (or clears) what blocks the whole job.
-    pub async fn set_job_error(&self, id: &str, error: Option<&str>) -> Result<()> {
+    pub async fn set_job_error(&self, id: &str, error: Option<(Blocker, &str)>) -> Result<()> {
         sqlx::query(
-            "UPDATE upload_jobs SET error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = ?1 AND error IS NOT ?2",
+            "UPDATE upload_jobs SET error = ?2, error_reason = ?3,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?1 AND (error IS NOT ?2 OR error_reason IS NOT ?3)",
         )
         .bind(id)
-        .bind(error)
+        .bind(error.map(|(_, m)| m))
+        .bind(error.map(|(b, _)| b.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -421,14 +535,18 @@ impl Store {
         Ok(())
     }
 
-    /// Notes that a full scan of the job's folder has ended.
-    pub async fn mark_scanned(&self, job_id: &str) -> Result<()> {
+    /// Notes that a full scan of the job's folder, of spec `generation`, has ended. Writes only
+    /// when there is news (the first scan, a new generation, or changes found), so that a scan
+    /// that finds nothing changed writes nothing.
+    pub async fn mark_scanned(&self, job_id: &str, generation: i64, changed: bool) -> Result<()> {
         sqlx::query(
             "UPDATE upload_jobs SET scanned_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = ?",
+                observed_generation = ?2
+             WHERE id = ?1 AND (?3 OR scanned_at IS NULL OR observed_generation != ?2)",
         )
         .bind(job_id)
+        .bind(generation)
+        .bind(changed)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -655,7 +773,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE upload_jobs SET error = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+            "UPDATE upload_jobs SET error = ?, error_reason = 'BucketUnavailable',
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ?",
         )
         .bind(error)
@@ -986,7 +1105,7 @@ mod tests {
         assert_eq!((first.path.as_str(), first.attempt), ("a", 1));
         assert_eq!(first.bucket, "bucket");
         store
-            .set_job_error("job", Some("bucket gone"))
+            .set_job_error("job", Some((Blocker::BucketUnavailable, "bucket gone")))
             .await
             .unwrap();
         assert!(store.claim_next_file().await.unwrap().is_none());

@@ -105,6 +105,101 @@ impl FileTally {
     }
 }
 
+/// Why a whole job cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocker {
+    /// The source folder is missing, not a folder, or unreadable.
+    SourceFolderUnavailable,
+    /// The bucket is missing or refuses these credentials.
+    BucketUnavailable,
+    /// The stored spec no longer validates.
+    InvalidSpec,
+}
+
+string_enum!(Blocker { SourceFolderUnavailable => "SourceFolderUnavailable", BucketUnavailable => "BucketUnavailable", InvalidSpec => "InvalidSpec" });
+
+/// A condition of a job's status, Kubernetes-style: a type, whether it holds, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The conditions a person reads first: is the job reconciled, can it read its folder and
+/// write its bucket, are files failing, is everything uploaded.
+pub fn conditions(
+    blocker: Option<(Blocker, &str)>,
+    generation: i64,
+    observed_generation: i64,
+    files: &FileTally,
+    state: JobState,
+) -> Vec<Condition> {
+    let blocked = |b: Blocker, kind: &'static str, ok: &'static str| match blocker {
+        Some((found, message)) if found == b => Condition {
+            kind,
+            status: false,
+            reason: b.as_str(),
+            message: message.to_owned(),
+        },
+        _ => Condition {
+            kind,
+            status: true,
+            reason: ok,
+            message: String::new(),
+        },
+    };
+    let reconciled = observed_generation >= generation;
+    vec![
+        Condition {
+            kind: "Reconciled",
+            status: reconciled,
+            reason: if reconciled {
+                "ScanDone"
+            } else {
+                "ScanPending"
+            },
+            message: format!("generation {observed_generation} of {generation} scanned"),
+        },
+        blocked(
+            Blocker::SourceFolderUnavailable,
+            "SourceFolderReadable",
+            "FolderReadable",
+        ),
+        blocked(
+            Blocker::BucketUnavailable,
+            "BucketWritable",
+            "BucketWritable",
+        ),
+        Condition {
+            kind: "FilesFailing",
+            status: files.failed.files > 0,
+            reason: if files.failed.files > 0 {
+                "FilesFailed"
+            } else {
+                "NoneFailed"
+            },
+            message: format!("{} files failed", files.failed.files),
+        },
+        Condition {
+            kind: "Completed",
+            status: state == JobState::Completed,
+            reason: match state {
+                JobState::Completed => "AllUploaded",
+                JobState::InProgress => "Uploading",
+                JobState::Pending => "NotScanned",
+                JobState::Failed => "Failed",
+            },
+            message: format!(
+                "{} of {} files uploaded",
+                files.uploaded.files,
+                files.total_files()
+            ),
+        },
+    ]
+}
+
 /// What the job itself knows beyond its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobFacts {
@@ -208,6 +303,31 @@ mod tests {
         files.add(FileState::Failed, tally(1, 10, 0));
         files.add(FileState::Uploaded, tally(1, 10, 10));
         assert_eq!(job_state(SCANNED, &files), JobState::Failed);
+    }
+
+    #[test]
+    fn conditions_say_what_holds_and_why() {
+        let mut files = FileTally::default();
+        files.add(FileState::Failed, tally(2, 10, 0));
+        let c = conditions(
+            Some((Blocker::BucketUnavailable, "bucket \"b\" does not exist")),
+            2,
+            1,
+            &files,
+            JobState::Failed,
+        );
+        let get = |kind: &str| c.iter().find(|c| c.kind == kind).unwrap().clone();
+        assert!(!get("Reconciled").status);
+        assert!(get("SourceFolderReadable").status);
+        let bucket = get("BucketWritable");
+        assert!(!bucket.status);
+        assert_eq!(bucket.reason, "BucketUnavailable");
+        assert!(bucket.message.contains("does not exist"));
+        assert!(get("FilesFailing").status);
+        assert_eq!(get("FilesFailing").message, "2 files failed");
+        assert!(!get("Completed").status);
+        let ok = conditions(None, 1, 1, &FileTally::default(), JobState::Completed);
+        assert!(ok.iter().all(|c| c.status != (c.kind == "FilesFailing")));
     }
 
     #[test]

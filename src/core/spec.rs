@@ -119,6 +119,44 @@ impl Pattern {
     }
 }
 
+/// A job's name: a DNS-1123 label, as Kubernetes names objects (1 to 63 lowercase letters,
+/// digits and '-', starting and ending with a letter or digit). It is the upload_id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a valid job name: {reason}; use a DNS-1123 label such as nightly-logs")]
+pub struct NameError {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl JobName {
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        let err = |reason| NameError {
+            name: name.chars().take(80).collect(),
+            reason,
+        };
+        if name.is_empty() || name.len() > 63 {
+            return Err(err("it must be 1 to 63 characters long"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err("only lowercase letters, digits and '-' are allowed"));
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return Err(err("it must start and end with a letter or digit"));
+        }
+        Ok(JobName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An S3 bucket name that follows the general-purpose bucket naming rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketName(String);
@@ -247,6 +285,34 @@ mod tests {
         let e = Pattern::parse("[").unwrap_err();
         assert_eq!(e.field(), "pattern");
         assert!(e.to_string().contains("not a valid glob"));
+    }
+
+    #[test]
+    fn job_names_are_dns_1123_labels() {
+        for ok in [
+            "a",
+            "nightly-logs",
+            "job-2",
+            "0abc",
+            &"a".repeat(63),
+            "0c8a4f1e-8d2b-4b6a-9c8e-1f2e3d4c5b6a",
+        ] {
+            assert!(JobName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Nightly",
+            "a_b",
+            "a.b",
+            "a b",
+            &"a".repeat(64),
+            "ü",
+        ] {
+            let e = JobName::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("DNS-1123"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub fn rfc3339_from_unix_nanos(nanos: i64) -> String {
     )
 }
 
+/// Like [`rfc3339_from_unix_nanos`] to the millisecond, as the store writes its own times.
+pub fn rfc3339_millis_from_unix_nanos(nanos: i64) -> String {
+    let full = rfc3339_from_unix_nanos(nanos);
+    // "....SS.fffffffffZ" -> "....SS.fffZ"
+    format!("{}Z", &full[..full.len() - 7])
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); H. Hinnant's algorithm.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

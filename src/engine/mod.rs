@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::core::diff::Differ;
-use crate::core::model::{job_state, progress};
+use crate::core::model::{Blocker, job_state, progress};
 use crate::core::spec::JobSpec;
 use crate::s3::{ErrorKind, ObjectStore};
 use crate::store::{ClaimedFile, Store};
@@ -59,6 +59,9 @@ pub struct Context {
     work: Notify,
     aborts: Notify,
     scans: ScanQueue,
+    /// When each job's last scan ended (status, not state: a scan that finds nothing changed
+    /// writes nothing to the store).
+    last_scans: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -95,12 +98,30 @@ impl Context {
             work: Notify::new(),
             aborts: Notify::new(),
             scans: ScanQueue::default(),
+            last_scans: Mutex::default(),
         })
     }
 
     /// Asks for a scan of the job (check_upload_job): soon, once, whatever woke it.
     pub fn request_scan(&self, job_id: &str) {
         self.scans.push(job_id);
+    }
+
+    /// When the job's last scan ended, if one did since the start.
+    pub fn last_scan(&self, job_id: &str) -> Option<String> {
+        self.last_scans
+            .lock()
+            .expect("last scans lock")
+            .get(job_id)
+            .cloned()
+    }
+
+    /// Drops what the engine keeps in memory of a deleted job.
+    pub fn forget_job(&self, job_id: &str) {
+        self.last_scans
+            .lock()
+            .expect("last scans lock")
+            .remove(job_id);
     }
 
     /// Tells the dispatcher that files may be waiting.
@@ -256,7 +277,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
         Ok(spec) => spec,
         Err(e) => {
             ctx.store
-                .set_job_error(job_id, Some(&e.to_string()))
+                .set_job_error(job_id, Some((Blocker::InvalidSpec, &e.to_string())))
                 .await?;
             return Ok(());
         }
@@ -265,12 +286,16 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
             let msg = format!("source folder {} is not a directory", job.source_folder);
-            ctx.store.set_job_error(job_id, Some(&msg)).await?;
+            ctx.store
+                .set_job_error(job_id, Some((Blocker::SourceFolderUnavailable, &msg)))
+                .await?;
             return Ok(());
         }
         Err(e) => {
             let msg = format!("source folder {} cannot be read: {e}", job.source_folder);
-            ctx.store.set_job_error(job_id, Some(&msg)).await?;
+            ctx.store
+                .set_job_error(job_id, Some((Blocker::SourceFolderUnavailable, &msg)))
+                .await?;
             return Ok(());
         }
     }
@@ -289,7 +314,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
         Err(e) => {
             tracing::warn!(error = %e, "the job cannot upload to its bucket");
             ctx.store
-                .set_job_error(job_id, Some(&e.to_string()))
+                .set_job_error(job_id, Some((Blocker::BucketUnavailable, &e.to_string())))
                 .await?;
             return Ok(());
         }
@@ -342,7 +367,18 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
         ctx.work.notify_one();
     }
     let seen = walker.await?;
-    ctx.store.mark_scanned(job_id).await?;
+    let changes = added + changed + removed;
+    ctx.store
+        .mark_scanned(job_id, job.generation, changes > 0)
+        .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    ctx.last_scans.lock().expect("last scans lock").insert(
+        job_id.to_owned(),
+        crate::core::time::rfc3339_millis_from_unix_nanos(now),
+    );
     ctx.wake_dispatcher(); // a job unblocked by this scan has files waiting
     tracing::info!(
         files = seen,

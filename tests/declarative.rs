@@ -1,0 +1,210 @@
+//! Declarative jobs: PUT /uploads/{name} makes a job have a spec, idempotently; status reports
+//! generations and conditions; a scan that finds nothing changed writes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, S3, write_file};
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+async fn put(ferry: &Ferry, name: &str, body: &Value) -> (u16, Value) {
+    let r = ferry
+        .http
+        .put(ferry.url(&format!("/uploads/{name}")))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn condition<'a>(job: &'a Value, kind: &str) -> &'a Value {
+    job["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no condition {kind} in {job}"))
+}
+
+#[tokio::test]
+async fn put_creates_once_and_then_changes_only_what_changed() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    for path in ["a.log", "b.txt", "x/c.log", "x/d.txt"] {
+        write_file(src.path(), path, path.as_bytes());
+    }
+    let ferry = Ferry::start(&[]).await;
+    let folder = src.path().to_str().unwrap();
+    let logs =
+        json!({"source_folder": folder, "destination_bucket": s3.bucket, "pattern": "**/*.log"});
+
+    let (status, answer) = put(&ferry, "nightly-logs", &logs).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"upload_id": "nightly-logs", "status": "created", "generation": 1})
+    );
+    let job = ferry.wait_settled("nightly-logs", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED");
+    assert_eq!(
+        (
+            job["generation"].as_i64(),
+            job["observed_generation"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(condition(&job, "Reconciled")["status"], "True");
+    assert_eq!(condition(&job, "Completed")["status"], "True");
+    assert_eq!(s3.get("nightly-logs/x/c.log").await, b"x/c.log");
+
+    // The same spec again: nothing changes.
+    let (status, answer) = put(&ferry, "nightly-logs", &logs).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("unchanged"))
+    );
+    assert_eq!(answer["generation"], 1);
+
+    // A new pattern: new files come in, files that no longer match leave the count.
+    let txt =
+        json!({"source_folder": folder, "destination_bucket": s3.bucket, "pattern": "**/*.txt"});
+    let (status, answer) = put(&ferry, "nightly-logs", &txt).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("updated")));
+    assert_eq!(answer["generation"], 2);
+    let job = ferry
+        .wait_for("nightly-logs", SETTLE, |j| {
+            j["observed_generation"] == 2 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["pattern"], "**/*.txt");
+    assert_eq!(job["total_files"], 2);
+    let paths: Vec<String> = ferry
+        .files("nightly-logs")
+        .await
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, vec!["b.txt", "x/d.txt"]);
+    assert_eq!(s3.get("nightly-logs/x/d.txt").await, b"x/d.txt");
+    // Objects of files that left the job stay.
+    assert_eq!(s3.get("nightly-logs/a.log").await, b"a.log");
+
+    // A new bucket: every file goes again, to the new place.
+    let other = S3::new_bucket().await;
+    let moved =
+        json!({"source_folder": folder, "destination_bucket": other.bucket, "pattern": "**/*.txt"});
+    let (status, answer) = put(&ferry, "nightly-logs", &moved).await;
+    assert_eq!((status, answer["generation"].as_i64()), (200, Some(3)));
+    ferry
+        .wait_for("nightly-logs", SETTLE, |j| {
+            j["observed_generation"] == 3 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(
+        other.keys().await,
+        vec!["nightly-logs/b.txt", "nightly-logs/x/d.txt"]
+    );
+}
+
+#[tokio::test]
+async fn put_refuses_bad_names_and_bad_specs() {
+    let ferry = Ferry::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ok = json!({"source_folder": dir.path().to_str().unwrap(), "destination_bucket": "bucket"});
+    for name in [
+        "Nightly",
+        "has_underscore",
+        "-dash",
+        "dash-",
+        &"a".repeat(64),
+    ] {
+        let (status, body) = put(&ferry, name, &ok).await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_name", "{name}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("DNS-1123")
+        );
+    }
+    let (status, body) = put(&ferry, "fine", &json!({"source_folder": "relative"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let bad_bucket =
+        json!({"source_folder": dir.path().to_str().unwrap(), "destination_bucket": "B"});
+    let (status, body) = put(&ferry, "fine", &bad_bucket).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_bucket"))
+    );
+    let (_, jobs) = ferry.get("/uploads").await;
+    assert_eq!(jobs, json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn conditions_name_what_blocks_a_job() {
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "f.txt", b"x");
+    let ferry = Ferry::start(&[]).await;
+    let missing = common::unique("gone").to_lowercase();
+    let id = ferry.create_job(src.path(), &missing, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    let bucket = condition(&job, "BucketWritable");
+    assert_eq!(bucket["status"], "False", "{job}");
+    assert_eq!(bucket["reason"], "BucketUnavailable");
+    assert!(
+        bucket["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+    assert_eq!(condition(&job, "SourceFolderReadable")["status"], "True");
+    assert_eq!(condition(&job, "Completed")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_rescan_that_finds_nothing_changed_writes_nothing() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write_file(src.path(), &format!("d{}/f{i}.txt", i % 5), b"same");
+    }
+    let ferry = Ferry::start(&[]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| (m.len(), m.modified().unwrap()))
+            .ok()
+    };
+    let db = ferry.db.clone();
+    let wal = db.with_extension("db-wal");
+    let before = (stamp(&db), stamp(&wal));
+    let scanned = job["scanned_at"].as_str().unwrap().to_owned();
+    let (status, _) = ferry
+        .post(&format!("/uploads/{id}/rescan"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["scanned_at"].as_str() > Some(scanned.as_str())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        (stamp(&db), stamp(&wal)),
+        before,
+        "the database was written"
+    );
+}
