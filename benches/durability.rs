@@ -38,7 +38,7 @@ async fn main() {
             mtime_ns: 1,
         };
         store
-            .apply_scan_changes(&job, "bucket", &[file], &[], &[])
+            .apply_scan_changes(&job, "bucket", &[file], &[], &[], std::time::Duration::ZERO)
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();

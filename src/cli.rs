@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// only check).
     #[arg(long, env = "FERRY_CHECKSUM", default_value = defaults::CHECKSUM)]
     pub checksum: String,
+    /// How long a file must go unmodified before it is uploaded, so that files still being
+    /// written are not shipped half-written (0s: at once).
+    #[arg(long, env = "FERRY_SETTLE_TIME", default_value = defaults::SETTLE_TIME)]
+    pub settle_time: String,
 }
 
 impl From<ServeArgs> for RawSettings {
@@ -78,6 +82,7 @@ impl From<ServeArgs> for RawSettings {
             s3_force_path_style: a.s3_force_path_style,
             max_attempts: a.max_attempts,
             checksum: a.checksum,
+            settle_time: a.settle_time,
         }
     }
 }

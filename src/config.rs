@@ -24,6 +24,7 @@ pub mod defaults {
     pub const S3_FORCE_PATH_STYLE: &str = "false";
     pub const MAX_ATTEMPTS: &str = "5";
     pub const CHECKSUM: &str = "crc32c";
+    pub const SETTLE_TIME: &str = "3s";
 }
 
 /// The most files ferry will upload at once; more only adds memory (each holds one part).
@@ -55,6 +56,7 @@ pub struct Settings {
     pub s3_force_path_style: bool,
     pub max_attempts: u32,
     pub checksum: ChecksumMode,
+    pub settle_time: Duration,
 }
 
 /// The most attempts a file may be given.
@@ -73,6 +75,7 @@ pub struct RawSettings {
     pub s3_force_path_style: String,
     pub max_attempts: String,
     pub checksum: String,
+    pub settle_time: String,
 }
 
 impl Default for RawSettings {
@@ -88,6 +91,7 @@ impl Default for RawSettings {
             s3_force_path_style: defaults::S3_FORCE_PATH_STYLE.into(),
             max_attempts: defaults::MAX_ATTEMPTS.into(),
             checksum: defaults::CHECKSUM.into(),
+            settle_time: defaults::SETTLE_TIME.into(),
         }
     }
 }
@@ -212,6 +216,8 @@ impl RawSettings {
                 "expected crc32c, crc32 or none".into(),
             )
         })?;
+        let settle_time = parse_duration(&self.settle_time)
+            .map_err(|reason| err("FERRY_SETTLE_TIME", &self.settle_time, reason))?;
         Ok(Settings {
             listen,
             database,
@@ -223,6 +229,7 @@ impl RawSettings {
             s3_force_path_style,
             max_attempts,
             checksum,
+            settle_time,
         })
     }
 }
@@ -400,6 +407,7 @@ mod tests {
         assert!(!s.s3_force_path_style);
         assert_eq!(s.max_attempts, 5);
         assert_eq!(s.checksum, ChecksumMode::Crc32c);
+        assert_eq!(s.settle_time, Duration::from_secs(3));
     }
 
     #[test]

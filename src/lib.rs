@@ -14,3 +14,4 @@ pub mod scan;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod watch;

@@ -66,6 +66,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             concurrency: settings.concurrency,
             scan_interval: settings.scan_interval,
             max_attempts: settings.max_attempts,
+            settle_time: settings.settle_time,
             shutdown_grace: UPLOAD_GRACE,
         },
     );

@@ -16,7 +16,7 @@ use sqlx::{FromRow, Sqlite, Transaction};
 use crate::config::DatabaseLocation;
 use crate::core::diff::{RecordedFile, SeenFile};
 use crate::core::model::{Blocker, FileState, FileTally, JobFacts, StateTally};
-use crate::core::plan::object_key;
+use crate::core::plan::{object_key, settle_due};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -493,20 +493,24 @@ impl Store {
         added: &[SeenFile],
         changed: &[(i64, SeenFile)],
         removed: &[i64],
+        settle: Duration,
     ) -> Result<()> {
         if added.is_empty() && changed.is_empty() && removed.is_empty() {
             return Ok(());
         }
+        let now = now_ms();
         let mut tx = self.write_tx().await?;
         for f in added {
             sqlx::query(
-                "INSERT INTO files (upload_job_id, path, size, mtime_ns) VALUES (?, ?, ?, ?)
+                "INSERT INTO files (upload_job_id, path, size, mtime_ns, next_attempt_at)
+                 VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (upload_job_id, path) DO NOTHING",
             )
             .bind(job_id)
             .bind(&f.path)
             .bind(to_i64(f.size))
             .bind(f.mtime_ns)
+            .bind(settle_due(f.mtime_ns, settle, now))
             .execute(&mut *tx)
             .await?;
         }
@@ -514,12 +518,13 @@ impl Store {
             release_multipart(&mut tx, *file_id, job_id, bucket).await?;
             sqlx::query(
                 "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
-                    attempts = 0, last_error = NULL, etag = NULL,
+                    attempts = 0, last_error = NULL, etag = NULL, next_attempt_at = ?,
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                  WHERE id = ?",
             )
             .bind(to_i64(f.size))
             .bind(f.mtime_ns)
+            .bind(settle_due(f.mtime_ns, settle, now))
             .bind(file_id)
             .execute(&mut *tx)
             .await?;
@@ -847,7 +852,12 @@ impl Store {
 
     /// The file on disk is not the version claimed (it changed, or vanished): record what is
     /// there now and put it back to PENDING, or forget it when it is gone.
-    pub async fn file_changed(&self, v: FileVersion, now: Option<(u64, i64)>) -> Result<()> {
+    pub async fn file_changed(
+        &self,
+        v: FileVersion,
+        now: Option<(u64, i64)>,
+        settle: Duration,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
             return Ok(());
@@ -857,11 +867,13 @@ impl Store {
             Some((size, mtime_ns)) => {
                 sqlx::query(
                     "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
-                        attempts = 0, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                        attempts = 0, next_attempt_at = ?,
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?",
                 )
                 .bind(to_i64(size))
                 .bind(mtime_ns)
+                .bind(settle_due(mtime_ns, settle, now_ms()))
                 .bind(v.file_id)
                 .execute(&mut *tx)
                 .await?;
@@ -1098,6 +1110,7 @@ mod tests {
                 &[seen("a", 1, 1), seen("b", 2, 2)],
                 &[],
                 &[],
+                Duration::ZERO,
             )
             .await
             .unwrap();
@@ -1119,7 +1132,14 @@ mod tests {
     async fn a_change_seen_by_a_scan_wins_over_the_upload_of_the_old_bytes() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("a", 10, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 10, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1137,6 +1157,7 @@ mod tests {
                 &[],
                 &[(claimed.file_id, seen("a", 20, 2))],
                 &[],
+                Duration::ZERO,
             )
             .await
             .unwrap();
@@ -1174,7 +1195,14 @@ mod tests {
     async fn a_failure_records_the_reason_and_lets_go_of_the_multipart_upload() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("big", 10, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("big", 10, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1201,7 +1229,14 @@ mod tests {
     async fn interrupted_uploads_go_back_to_pending_at_start() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("a", 10, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 10, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1239,6 +1274,7 @@ mod tests {
                 &[seen("a", 10, 1), seen("b", 1, 1)],
                 &[],
                 &[],
+                Duration::ZERO,
             )
             .await
             .unwrap();
@@ -1265,7 +1301,14 @@ mod tests {
     async fn parts_are_recorded_counted_and_forgotten() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("a", 12, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 12, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1319,7 +1362,14 @@ mod tests {
     async fn a_retry_waits_until_due_and_failed_files_can_be_put_back() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("a", 1, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 1, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1357,7 +1407,14 @@ mod tests {
     async fn a_refusing_bucket_blocks_the_job_without_failing_the_file() {
         let store = store_with_job().await;
         store
-            .apply_scan_changes("job", "bucket", &[seen("a", 1, 1)], &[], &[])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[seen("a", 1, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let claimed = store.claim_next_file().await.unwrap().unwrap();
@@ -1381,12 +1438,20 @@ mod tests {
                 &[seen("a", 10, 1), seen("b", 1, 1)],
                 &[],
                 &[],
+                Duration::ZERO,
             )
             .await
             .unwrap();
         let recorded = store.recorded_files("job").await.unwrap();
         store
-            .apply_scan_changes("job", "bucket", &[], &[], &[recorded["b"].file_id])
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[],
+                &[],
+                &[recorded["b"].file_id],
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let tally = store.job_tally("job").await.unwrap();

@@ -161,6 +161,15 @@ pub fn retry_delay(attempts: u32) -> std::time::Duration {
     std::time::Duration::from_secs(secs.min(300))
 }
 
+/// When a file last modified at `mtime_ns` has been stable for `settle` (ms since the epoch), or
+/// None when it already has. A modification time in the future (a skewed clock) counts as now.
+pub fn settle_due(mtime_ns: i64, settle: std::time::Duration, now_ms: i64) -> Option<i64> {
+    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
+    let mtime_ms = (mtime_ns / 1_000_000).min(now_ms);
+    let due = mtime_ms.saturating_add(settle_ms);
+    (due > now_ms).then_some(due)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -261,6 +270,30 @@ mod tests {
         assert_eq!(retry_delay(5), Duration::from_secs(32));
         assert_eq!(retry_delay(9), Duration::from_secs(300));
         assert_eq!(retry_delay(1000), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_file_waits_until_it_has_been_stable_for_the_settle_time() {
+        use std::time::Duration;
+        let now = 1_000_000;
+        let ns = |ms: i64| ms * 1_000_000;
+        // Modified 500 ms ago, settle 2 s: due in 1.5 s.
+        assert_eq!(
+            settle_due(ns(now - 500), Duration::from_secs(2), now),
+            Some(now + 1500)
+        );
+        // Modified 3 s ago: stable already.
+        assert_eq!(
+            settle_due(ns(now - 3000), Duration::from_secs(2), now),
+            None
+        );
+        // No settle time: never waits.
+        assert_eq!(settle_due(ns(now), Duration::ZERO, now), None);
+        // In the future: counts as now.
+        assert_eq!(
+            settle_due(ns(now + 3_600_000), Duration::from_secs(2), now),
+            Some(now + 2000)
+        );
     }
 
     #[test]

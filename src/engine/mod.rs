@@ -27,6 +27,7 @@ use crate::core::model::{Blocker, job_state, progress};
 use crate::core::spec::JobSpec;
 use crate::s3::{ErrorKind, ObjectStore};
 use crate::store::{ClaimedFile, Store};
+use crate::watch::FolderWatcher;
 use upload::{Outcome, Recovery, Uploader};
 
 /// How many changes a scan gathers before writing them in one transaction.
@@ -46,6 +47,8 @@ pub struct EngineSettings {
     pub scan_interval: Duration,
     /// Attempts a file gets before it is FAILED.
     pub max_attempts: u32,
+    /// How long a file must go unmodified before it is uploaded.
+    pub settle_time: Duration,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -62,6 +65,9 @@ pub struct Context {
     /// When each job's last scan ended (status, not state: a scan that finds nothing changed
     /// writes nothing to the store).
     last_scans: Mutex<std::collections::HashMap<String, String>>,
+    /// Filesystem notifications for the jobs' folders.
+    watcher: FolderWatcher,
+    changed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -91,7 +97,10 @@ impl ScanQueue {
 
 impl Context {
     pub fn new(store: Store, s3: ObjectStore, settings: EngineSettings) -> Arc<Self> {
+        let (watcher, changed) = FolderWatcher::new(true);
         Arc::new(Context {
+            watcher,
+            changed: Mutex::new(Some(changed)),
             store,
             s3,
             settings,
@@ -157,6 +166,9 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loops.spawn(periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(janitor_loop(ctx.clone(), shutdown.clone()));
+    if let Some(changed) = ctx.changed.lock().expect("changed lock").take() {
+        loops.spawn(notification_loop(ctx.clone(), changed, shutdown.clone()));
+    }
     let _ = shutdown.wait_for(|stop| *stop).await;
     while loops.join_next().await.is_some() {}
 }
@@ -234,6 +246,31 @@ async fn periodic_rescan(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>)
     }
 }
 
+/// Turns filesystem notifications into scans: a burst of events (a copy of many files) becomes
+/// one scan request per job, gathered over a short quiet period.
+async fn notification_loop(
+    ctx: Arc<Context>,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    const GATHER: Duration = Duration::from_millis(200);
+    loop {
+        let first = tokio::select! {
+            key = changed.recv() => match key { Some(k) => k, None => return },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let mut jobs = HashSet::from([first]);
+        tokio::time::sleep(GATHER).await;
+        while let Ok(key) = changed.try_recv() {
+            jobs.insert(key);
+        }
+        for job in jobs {
+            tracing::debug!(upload_id = %job, "change on disk; scanning");
+            ctx.request_scan(&job);
+        }
+    }
+}
+
 async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loop {
         while let Some(job_id) = ctx.scans.pop() {
@@ -299,6 +336,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
             return Ok(());
         }
     }
+    ctx.watcher.ensure(job_id, &spec.source_folder);
     match ctx.s3.check_bucket(&job.destination_bucket).await {
         Ok(()) => ctx.store.set_job_error(job_id, None).await?,
         Err(e) if e.kind == ErrorKind::Transient => {
@@ -354,6 +392,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
                 &batch.added,
                 &batch.changed,
                 &batch.removed,
+                ctx.settings.settle_time,
             )
             .await?;
         (added, changed, removed) = (
@@ -463,7 +502,10 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
             } else {
                 tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file is gone from disk; it leaves the job");
             }
-            ctx.store.file_changed(version, now).await.map(|()| true)
+            ctx.store
+                .file_changed(version, now, ctx.settings.settle_time)
+                .await
+                .map(|()| true)
         }
         Ok(Outcome::Superseded) => Ok(true),
         Err(e) => record_failure(ctx, &file, &e).await,

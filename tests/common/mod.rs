@@ -189,6 +189,9 @@ pub fn ferry_command() -> Command {
         .env("AWS_ENDPOINT_URL", s3_endpoint())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("FERRY_S3_FORCE_PATH_STYLE", "true")
+        // Files written by a test are complete: no need to wait for them to settle (the settle
+        // tests set their own).
+        .env("FERRY_SETTLE_TIME", "0s")
         .env("FERRY_LOG", "info,ferry=debug");
     cmd
 }
