@@ -20,7 +20,7 @@ use crate::core::model::{FileState, FileTally, JobState, conditions, job_state, 
 use crate::core::spec::{JobName, JobSpec, SpecError};
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::engine::Context;
-use crate::store::{Applied, FileRow, JobRow, StoreError};
+use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,6 +68,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Owned { .. } = e {
+            return ApiError::new(StatusCode::CONFLICT, "managed_elsewhere", e.to_string());
+        }
         // The cause goes to the log; the client learns only that it was ours.
         tracing::error!(error = %e, "store error while answering a request");
         ApiError::new(
@@ -340,6 +343,10 @@ pub struct JobView {
     observed_generation: i64,
     /// What holds and what does not, and why.
     conditions: Vec<ConditionView>,
+    /// `api` or `manifest`: who declares the job.
+    managed_by: String,
+    /// The manifest document that declares the job (file.yaml#2), if one does.
+    manifest: Option<String>,
 }
 
 /// A condition of a job's status.
@@ -376,6 +383,8 @@ impl JobView {
             generation: job.generation,
             observed_generation: job.observed_generation,
             conditions,
+            managed_by: job.managed_by,
+            manifest: job.manifest_source,
             state,
             progress: progress(state, files),
             total_files: files.total_files(),
@@ -436,6 +445,37 @@ impl From<FileRow> for FileView {
             updated_at: f.updated_at,
         }
     }
+}
+
+/// What the last sync of FERRY_MANIFESTS_DIR found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManifestsView {
+    /// The folder, or null when FERRY_MANIFESTS_DIR is not set.
+    folder: Option<String>,
+    synced_at: Option<String>,
+    /// The jobs its documents declare.
+    jobs: Vec<DeclaredView>,
+    /// The documents that cannot be applied, and why.
+    errors: Vec<ManifestErrorView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeclaredView {
+    name: String,
+    /// file.yaml#2: the file and the document (from 1).
+    source: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManifestErrorView {
+    file: String,
+    /// From 1; 0 when the whole file is refused.
+    document: usize,
+    /// The line the document starts on; 0 when unknown.
+    line: usize,
+    reason: String,
+    /// All of it, in one line.
+    message: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -537,6 +577,7 @@ async fn put_upload(
             &request.source_folder,
             spec.destination_bucket.as_str(),
             spec.pattern.as_ref().map(|p| p.as_str()),
+            Origin::Api,
         )
         .await?;
     let status = match applied {
@@ -773,6 +814,21 @@ async fn delete_upload(
     depot: &mut Depot,
 ) -> Result<NoContent, ApiError> {
     let app = app_state(depot);
+    match app.ctx.store.get_job(&upload_id).await? {
+        None => return Err(ApiError::job_not_found(&upload_id)),
+        Some(job) if job.managed_by == "manifest" => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "managed_elsewhere",
+                format!(
+                    "the job {:?} is declared by the manifest {}; remove the document to delete it",
+                    *upload_id,
+                    job.manifest_source.unwrap_or_default()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
     if !app.ctx.store.delete_job(&upload_id).await? {
         return Err(ApiError::job_not_found(&upload_id));
     }
@@ -780,6 +836,33 @@ async fn delete_upload(
     app.ctx.forget_job(&upload_id);
     app.ctx.wake_janitor();
     Ok(NoContent)
+}
+
+/// The manifests folder: the jobs it declares and the documents that cannot be applied
+#[endpoint(tags("manifests"))]
+async fn get_manifests(depot: &mut Depot) -> Json<ManifestsView> {
+    let app = app_state(depot);
+    let status = app.ctx.manifests.status();
+    Json(ManifestsView {
+        folder: status.folder.map(|f| f.display().to_string()),
+        synced_at: status.synced_at,
+        jobs: status
+            .jobs
+            .into_iter()
+            .map(|(name, source)| DeclaredView { name, source })
+            .collect(),
+        errors: status
+            .errors
+            .into_iter()
+            .map(|e| ManifestErrorView {
+                message: e.to_string(),
+                file: e.file,
+                document: e.document,
+                line: e.line,
+                reason: e.reason,
+            })
+            .collect(),
+    })
 }
 
 /// Liveness
@@ -848,6 +931,7 @@ fn routes() -> Router {
                         .push(Router::with_path("retry").post(retry_upload)),
                 ),
         )
+        .push(Router::with_path("manifests").get(get_manifests))
         .push(Router::with_path("healthz").get(healthz))
         .push(Router::with_path("readyz").get(readyz))
 }

@@ -20,7 +20,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API, the scanner and the uploaders until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Print the JSON schema of UploadJob manifests (for editors and CI validation).
+    Schema,
 }
 
 /// The settings of `ferry serve`, as given; validated by [`RawSettings::validate`].
@@ -67,6 +69,9 @@ pub struct ServeArgs {
     /// written are not shipped half-written (0s: at once).
     #[arg(long, env = "FERRY_SETTLE_TIME", default_value = defaults::SETTLE_TIME)]
     pub settle_time: String,
+    /// A folder of UploadJob YAML manifests to reconcile (GitOps); unset: off.
+    #[arg(long, env = "FERRY_MANIFESTS_DIR")]
+    pub manifests_dir: Option<String>,
 }
 
 impl From<ServeArgs> for RawSettings {
@@ -83,6 +88,7 @@ impl From<ServeArgs> for RawSettings {
             max_attempts: a.max_attempts,
             checksum: a.checksum,
             settle_time: a.settle_time,
+            manifests_dir: a.manifests_dir,
         }
     }
 }

@@ -57,6 +57,7 @@ pub struct Settings {
     pub max_attempts: u32,
     pub checksum: ChecksumMode,
     pub settle_time: Duration,
+    pub manifests_dir: Option<PathBuf>,
 }
 
 /// The most attempts a file may be given.
@@ -76,6 +77,7 @@ pub struct RawSettings {
     pub max_attempts: String,
     pub checksum: String,
     pub settle_time: String,
+    pub manifests_dir: Option<String>,
 }
 
 impl Default for RawSettings {
@@ -92,6 +94,7 @@ impl Default for RawSettings {
             max_attempts: defaults::MAX_ATTEMPTS.into(),
             checksum: defaults::CHECKSUM.into(),
             settle_time: defaults::SETTLE_TIME.into(),
+            manifests_dir: None,
         }
     }
 }
@@ -218,6 +221,26 @@ impl RawSettings {
         })?;
         let settle_time = parse_duration(&self.settle_time)
             .map_err(|reason| err("FERRY_SETTLE_TIME", &self.settle_time, reason))?;
+        let manifests_dir = match self.manifests_dir.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(dir) => match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Some(PathBuf::from(dir)),
+                Ok(_) => {
+                    return Err(err(
+                        "FERRY_MANIFESTS_DIR",
+                        dir,
+                        "it is not a folder; give the folder that holds the .yaml manifests".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(err(
+                        "FERRY_MANIFESTS_DIR",
+                        dir,
+                        format!("cannot read it ({e}); give an existing folder of .yaml manifests"),
+                    ));
+                }
+            },
+        };
         Ok(Settings {
             listen,
             database,
@@ -230,6 +253,7 @@ impl RawSettings {
             max_attempts,
             checksum,
             settle_time,
+            manifests_dir,
         })
     }
 }

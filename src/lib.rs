@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod manifest;
 pub mod s3;
 pub mod scan;
 pub mod serve;

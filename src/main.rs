@@ -5,8 +5,16 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
     match cli.command {
+        ferry::cli::Command::Schema => {
+            let schema = ferry::manifest::schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema is JSON")
+            );
+            ExitCode::SUCCESS
+        }
         ferry::cli::Command::Serve(args) => {
-            let settings = match ferry::config::RawSettings::from(args).validate() {
+            let settings = match ferry::config::RawSettings::from(*args).validate() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("ferry: {e}");

@@ -67,6 +67,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             scan_interval: settings.scan_interval,
             max_attempts: settings.max_attempts,
             settle_time: settings.settle_time,
+            manifests_dir: settings.manifests_dir.clone(),
             shutdown_grace: UPLOAD_GRACE,
         },
     );

@@ -28,6 +28,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("an upload job with id {0:?} already exists")]
     Conflict(String),
+    #[error("the job {name:?} is declared by {owner}; change it there")]
+    Owned { name: String, owner: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -48,6 +50,27 @@ pub struct JobRow {
     /// The generation the last completed scan reconciled.
     pub observed_generation: i64,
     pub error_reason: Option<String>,
+    /// 'api' or 'manifest'.
+    pub managed_by: String,
+    /// The manifest document that declares the job (file.yaml#2).
+    pub manifest_source: Option<String>,
+}
+
+/// Who declares a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    Api,
+    /// A manifest document (file.yaml#2).
+    Manifest(&'a str),
+}
+
+impl Origin<'_> {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Manifest(_) => "manifest",
+        }
+    }
 }
 
 /// What applying a spec by name did.
@@ -274,22 +297,42 @@ impl Store {
         source_folder: &str,
         bucket: &str,
         pattern: Option<&str>,
+        origin: Origin<'_>,
     ) -> Result<(Applied, JobRow)> {
         let mut tx = self.write_tx().await?;
         let existing = sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
+        let source = match origin {
+            Origin::Manifest(source) => Some(source),
+            Origin::Api => None,
+        };
+        if let Some(job) = &existing
+            && job.managed_by != origin.as_str()
+        {
+            let owner = match &job.manifest_source {
+                Some(doc) if job.managed_by == "manifest" => format!("the manifest {doc}"),
+                _ => "the API (POST or PUT /uploads)".to_owned(),
+            };
+            return Err(StoreError::Owned {
+                name: id.to_owned(),
+                owner,
+            });
+        }
         let applied = match &existing {
             None => {
                 sqlx::query(
-                    "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern)
-                     VALUES (?, ?, ?, ?)",
+                    "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern,
+                        managed_by, manifest_source)
+                     VALUES (?, ?, ?, ?, ?, ?)",
                 )
                 .bind(id)
                 .bind(source_folder)
                 .bind(bucket)
                 .bind(pattern)
+                .bind(origin.as_str())
+                .bind(source)
                 .execute(&mut *tx)
                 .await?;
                 Applied::Created
@@ -299,6 +342,14 @@ impl Store {
                     && job.destination_bucket == bucket
                     && job.pattern.as_deref() == pattern =>
             {
+                if job.manifest_source.as_deref() != source {
+                    // Moved to another file or document: the spec is the same.
+                    sqlx::query("UPDATE upload_jobs SET manifest_source = ? WHERE id = ?")
+                        .bind(source)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Applied::Unchanged
             }
             Some(job) => {
@@ -327,13 +378,14 @@ impl Store {
                 }
                 sqlx::query(
                     "UPDATE upload_jobs SET source_folder = ?, destination_bucket = ?, pattern = ?,
-                        generation = generation + 1, error = NULL, error_reason = NULL,
-                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                        manifest_source = ?, generation = generation + 1, error = NULL,
+                        error_reason = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?",
                 )
                 .bind(source_folder)
                 .bind(bucket)
                 .bind(pattern)
+                .bind(source)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -363,6 +415,16 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// The jobs declared by manifests, with the document that declares each.
+    pub async fn manifest_jobs(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as::<_, (String, String)>(
+            "SELECT id, COALESCE(manifest_source, '') FROM upload_jobs WHERE managed_by = 'manifest'
+             ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn job_ids(&self) -> Result<Vec<String>> {

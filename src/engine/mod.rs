@@ -11,6 +11,7 @@
 //! All state is in the store; the loops hold none that a restart would miss. On start every job
 //! is scanned and interrupted uploads go back to PENDING, so unfinished work carries on.
 
+pub mod manifests;
 pub mod upload;
 
 use std::collections::{HashSet, VecDeque};
@@ -40,7 +41,7 @@ const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the engine needs of the settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub chunk_size: u64,
     pub concurrency: usize,
@@ -49,6 +50,8 @@ pub struct EngineSettings {
     pub max_attempts: u32,
     /// How long a file must go unmodified before it is uploaded.
     pub settle_time: Duration,
+    /// The folder of UploadJob manifests to reconcile, if any.
+    pub manifests_dir: Option<std::path::PathBuf>,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -68,6 +71,8 @@ pub struct Context {
     /// Filesystem notifications for the jobs' folders.
     watcher: FolderWatcher,
     changed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// What the last sync of the manifests folder found.
+    pub manifests: manifests::Manifests,
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -101,6 +106,7 @@ impl Context {
         Arc::new(Context {
             watcher,
             changed: Mutex::new(Some(changed)),
+            manifests: manifests::Manifests::default(),
             store,
             s3,
             settings,
@@ -166,6 +172,14 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loops.spawn(periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(janitor_loop(ctx.clone(), shutdown.clone()));
+    if let Some(folder) = ctx.settings.manifests_dir.clone() {
+        loops.spawn(manifests::run(
+            ctx.clone(),
+            folder,
+            ctx.settings.scan_interval,
+            shutdown.clone(),
+        ));
+    }
     if let Some(changed) = ctx.changed.lock().expect("changed lock").take() {
         loops.spawn(notification_loop(ctx.clone(), changed, shutdown.clone()));
     }
@@ -224,6 +238,15 @@ async fn sweep_orphans(ctx: &Context) {
     if queued > 0 {
         ctx.wake_janitor();
     }
+}
+
+/// Now, as the store writes times.
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    crate::core::time::rfc3339_millis_from_unix_nanos(now)
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -410,14 +433,10 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
     ctx.store
         .mark_scanned(job_id, job.generation, changes > 0)
         .await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    ctx.last_scans.lock().expect("last scans lock").insert(
-        job_id.to_owned(),
-        crate::core::time::rfc3339_millis_from_unix_nanos(now),
-    );
+    ctx.last_scans
+        .lock()
+        .expect("last scans lock")
+        .insert(job_id.to_owned(), now_rfc3339());
     ctx.wake_dispatcher(); // a job unblocked by this scan has files waiting
     tracing::info!(
         files = seen,

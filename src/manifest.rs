@@ -1,0 +1,290 @@
+//! UploadJob manifests: the YAML documents of FERRY_MANIFESTS_DIR, their schema (`ferry schema`),
+//! and their parsing. Pure: text in, jobs or errors out, one result per document, so that a
+//! broken, invalid or hostile document is reported and harms no other.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::core::spec::{JobName, JobSpec};
+
+/// The largest manifest file read; a larger one is reported, not read.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+pub const API_VERSION: &str = "ferry/v1";
+pub const KIND: &str = "UploadJob";
+
+/// An upload job, declared. `metadata.name` is the job's upload_id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "ferry UploadJob")]
+pub struct UploadJobManifest {
+    /// The manifest format: `ferry/v1`.
+    #[schemars(extend("const" = "ferry/v1"))]
+    pub api_version: String,
+    /// `UploadJob`.
+    #[schemars(extend("const" = "UploadJob"))]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ManifestSpec,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// The job's name and upload_id: a DNS-1123 label (lowercase letters, digits, '-').
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Free-form labels, kept for tools; ferry does not read them.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Free-form annotations, kept for tools; ferry does not read them.
+    #[serde(default)]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ManifestSpec {
+    /// An absolute path to the folder to upload.
+    pub source_folder: String,
+    /// The S3 bucket; objects go to `{name}/{path relative to sourceFolder}`.
+    pub destination_bucket: String,
+    /// A glob on the relative path (`*` stays in a folder, `**` crosses); omit to take every file.
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+/// A valid document: the job it declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredJob {
+    pub name: String,
+    pub source_folder: String,
+    pub destination_bucket: String,
+    pub pattern: Option<String>,
+    /// Where it was declared: `file.yaml#2` (documents count from 1).
+    pub source: String,
+}
+
+/// A document that cannot be applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: String,
+    /// 1-based; 0 when the error is about the whole file.
+    pub document: usize,
+    /// The line the document starts on (1-based); 0 for the whole file.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(
+                f,
+                "{} document {} (line {}): {}",
+                self.file, self.document, self.line, self.reason
+            )
+        }
+    }
+}
+
+/// The JSON schema of a manifest document, for editors and CI.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(UploadJobManifest)).expect("a schema is JSON")
+}
+
+/// Every document of a manifest file, in order: the job it declares, or why it cannot.
+pub fn parse_file(file: &str, text: &str) -> Vec<Result<DeclaredJob, ManifestError>> {
+    split_documents(text)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, body))| !is_blank(body))
+        .map(|(i, (line, body))| {
+            parse_document(file, i + 1, &body).map_err(|reason| ManifestError {
+                file: file.to_owned(),
+                document: i + 1,
+                line,
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn parse_document(file: &str, index: usize, body: &str) -> Result<DeclaredJob, String> {
+    // The parser's default budget bounds aliases, nesting, events and scalar sizes: an alias bomb
+    // or a deeply nested document is refused, not expanded.
+    let m: UploadJobManifest =
+        serde_saphyr::from_str_with_options(body, serde_saphyr::Options::default())
+            .map_err(|e| first_lines(&e.to_string()))?;
+    if m.api_version != API_VERSION {
+        return Err(format!(
+            "apiVersion {:?} is not supported; use {API_VERSION}",
+            m.api_version
+        ));
+    }
+    if m.kind != KIND {
+        return Err(format!("kind {:?} is unknown; ferry takes {KIND}", m.kind));
+    }
+    JobName::parse(&m.metadata.name).map_err(|e| format!("metadata.name: {e}"))?;
+    let spec = JobSpec::parse(
+        &m.spec.source_folder,
+        &m.spec.destination_bucket,
+        m.spec.pattern.as_deref(),
+    )
+    .map_err(|e| format!("spec: {e}"))?;
+    Ok(DeclaredJob {
+        name: m.metadata.name,
+        source_folder: m.spec.source_folder,
+        destination_bucket: spec.destination_bucket.as_str().to_owned(),
+        pattern: spec.pattern.as_ref().map(|p| p.as_str().to_owned()),
+        source: format!("{file}#{index}"),
+    })
+}
+
+/// Splits a YAML stream at its document markers (`---` at the start of a line, `...` ends a
+/// document): (first line number, text) per document. Splitting before parsing is what keeps a
+/// syntax error in one document from hiding the others.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        let end = line == "..." || line.starts_with("... ");
+        if marker || end {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            if marker && line.len() > 3 {
+                // `--- key: value` starts the document on the marker's line.
+                current.push_str(&line[4..]);
+                current.push('\n');
+                start = i + 1;
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs
+}
+
+fn is_blank(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l.starts_with('%')
+    })
+}
+
+fn first_lines(message: &str) -> String {
+    message.lines().take(3).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "apiVersion: ferry/v1
+kind: UploadJob
+metadata:
+  name: nightly-logs
+spec:
+  sourceFolder: /data/logs
+  destinationBucket: my-bucket
+  pattern: \"**/*.log\"
+";
+
+    #[test]
+    fn a_good_document_declares_a_job() {
+        let r = parse_file("jobs.yaml", GOOD);
+        assert_eq!(
+            r,
+            vec![Ok(DeclaredJob {
+                name: "nightly-logs".into(),
+                source_folder: "/data/logs".into(),
+                destination_bucket: "my-bucket".into(),
+                pattern: Some("**/*.log".into()),
+                source: "jobs.yaml#1".into(),
+            })]
+        );
+    }
+
+    #[test]
+    fn each_document_stands_alone() {
+        let text = format!(
+            "# a comment\n---\n{GOOD}---\nkind: [unclosed\n---\n{}\n...\n---\n{}",
+            GOOD.replace("nightly-logs", "second"),
+            GOOD.replace("UploadJob", "CronJob")
+                .replace("nightly-logs", "third")
+        );
+        let r = parse_file("many.yml", &text);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r[0].as_ref().unwrap().name, "nightly-logs");
+        let broken = r[1].as_ref().unwrap_err();
+        assert_eq!((broken.document, broken.line), (3, 12));
+        assert_eq!(r[2].as_ref().unwrap().name, "second");
+        assert_eq!(r[2].as_ref().unwrap().source, "many.yml#4");
+        assert!(
+            r[3].as_ref()
+                .unwrap_err()
+                .reason
+                .contains("kind \"CronJob\" is unknown")
+        );
+    }
+
+    #[test]
+    fn invalid_documents_say_why() {
+        let cases = [
+            (GOOD.replace("ferry/v1", "ferry/v2"), "apiVersion"),
+            (GOOD.replace("nightly-logs", "Nightly_Logs"), "DNS-1123"),
+            (GOOD.replace("/data/logs", "data/logs"), "absolute"),
+            (GOOD.replace("my-bucket", "My_Bucket"), "bucket"),
+            (GOOD.replace("**/*.log", "[a-"), "glob"),
+            (GOOD.replace("  pattern", "  patern"), "unknown field"),
+            (GOOD.replace("spec:", "spec: 5\nx:"), ""),
+            ("just a string".to_owned(), ""),
+        ];
+        for (text, needle) in cases {
+            let r = parse_file("bad.yaml", &text);
+            let e = r[0].as_ref().unwrap_err();
+            assert!(e.reason.contains(needle), "{needle}: {e}");
+            assert!(e.to_string().starts_with("bad.yaml document 1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_without_expanding_it() {
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let mut prev = 'a';
+        for name in 'b'..='k' {
+            bomb.push_str(&format!(
+                "{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+            prev = name;
+        }
+        let started = std::time::Instant::now();
+        let r = parse_file("bomb.yaml", &bomb);
+        assert!(r[0].is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_schema_describes_the_format() {
+        let s = schema();
+        let props = &s["properties"];
+        assert_eq!(props["apiVersion"]["const"], "ferry/v1");
+        assert_eq!(props["kind"]["const"], "UploadJob");
+        let text = s.to_string();
+        for field in ["sourceFolder", "destinationBucket", "pattern", "DNS-1123"] {
+            assert!(text.contains(field), "{field} missing from the schema");
+        }
+    }
+}
