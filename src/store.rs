@@ -447,6 +447,17 @@ impl Store {
         Ok(Self::tallies(rows)?.remove(id).unwrap_or_default())
     }
 
+    /// Whether the job has files waiting or uploading.
+    pub async fn has_active_files(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE upload_job_id = ?
+                AND state IN ('PENDING', 'IN_PROGRESS'))",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Files of every job by state.
     pub async fn all_tallies(&self) -> Result<HashMap<String, FileTally>> {
         let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(

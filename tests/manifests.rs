@@ -64,6 +64,7 @@ async fn manifests_are_applied_edited_split_broken_and_pruned() {
     .await;
 
     // Applied on start.
+    wait_manifests(&ferry, "applied on start", |m| job_names(m) == vec!["logs"]).await;
     let job = ferry.wait_settled("logs", SETTLE).await;
     assert_eq!(job["state"], "COMPLETED");
     assert_eq!(job["managed_by"], "manifest");

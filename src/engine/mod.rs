@@ -570,25 +570,27 @@ async fn record_failure(
     ctx.store.mark_failed(version, &message).await
 }
 
-/// Logs a job's end once it has no work left.
+/// Logs a job's end once it has no work left. The check is an index lookup; the full tally is
+/// read only at the end, so a job of a million files does not pay it on every file.
 async fn log_if_settled(ctx: &Context, job_id: &str) {
+    if !matches!(ctx.store.has_active_files(job_id).await, Ok(false)) {
+        return;
+    }
     let (Ok(Some(job)), Ok(files)) = (
         ctx.store.get_job(job_id).await,
         ctx.store.job_tally(job_id).await,
     ) else {
         return;
     };
-    if files.active_files() == 0 {
-        let state = job_state(job.facts(), &files);
-        tracing::info!(
-            upload_id = %job_id,
-            state = %state,
-            progress = progress(state, &files),
-            files = files.total_files(),
-            failed = files.failed.files,
-            "job settled"
-        );
-    }
+    let state = job_state(job.facts(), &files);
+    tracing::info!(
+        upload_id = %job_id,
+        state = %state,
+        progress = progress(state, &files),
+        files = files.total_files(),
+        failed = files.failed.files,
+        "job settled"
+    );
 }
 
 async fn janitor_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
