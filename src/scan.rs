@@ -30,7 +30,15 @@ fn mtime_ns(modified: Option<SystemTime>) -> i64 {
 
 /// Calls `visit` with every regular file under the job's folder that its pattern matches, until
 /// `visit` breaks. Blocking: run it off the async workers.
-pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile) -> ControlFlow<()>) {
+///
+/// Paths in `exclude` (ferry's own database files, should they lie in a source folder) are
+/// never taken: they change with every upload. They must be in the same form as the walk's
+/// paths (both canonical).
+pub fn walk(
+    spec: &JobSpec,
+    exclude: &[std::path::PathBuf],
+    mut visit: impl FnMut(SeenFile) -> ControlFlow<()>,
+) {
     let root = spec.source_folder.as_path();
     for entry in WalkDir::new(root)
         .follow_links(false)
@@ -46,7 +54,7 @@ pub fn walk(spec: &JobSpec, mut visit: impl FnMut(SeenFile) -> ControlFlow<()>) 
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
+        if !entry.file_type().is_file() || exclude.iter().any(|p| p == entry.path()) {
             continue;
         }
         let relative = match relative_key_path(root, entry.path()) {

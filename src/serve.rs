@@ -40,6 +40,24 @@ pub enum ServeError {
     Signals(std::io::Error),
 }
 
+/// The database's files, canonical, for scans to leave alone.
+fn database_files(location: &DatabaseLocation) -> Vec<std::path::PathBuf> {
+    let DatabaseLocation::File(path) = location else {
+        return Vec::new();
+    };
+    let Ok(db) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| db.with_file_name(format!("{name}{suffix}")))
+        .collect()
+}
+
 pub async fn run(settings: Settings) -> Result<(), ServeError> {
     telemetry::init(&settings.log_filter, settings.log_format);
 
@@ -68,6 +86,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             max_attempts: settings.max_attempts,
             settle_time: settings.settle_time,
             manifests_dir: settings.manifests_dir.clone(),
+            exclude: database_files(&settings.database),
             shutdown_grace: UPLOAD_GRACE,
         },
     );

@@ -146,3 +146,22 @@ async fn a_large_file_copied_in_slowly_is_not_shipped_half_written() {
     let files = ferry.files(&id).await;
     assert_eq!(files[0]["attempts"], 1, "{}", files[0]);
 }
+
+#[tokio::test]
+async fn ferrys_own_database_in_a_source_folder_is_never_uploaded() {
+    let s3 = S3::new_bucket().await;
+    let ferry = Ferry::start(&[]).await;
+    // The job's folder holds ferry's database (ferry.db, -wal, -shm) beside the data.
+    write_file(&ferry.dir, "data/a.txt", b"a");
+    let id = ferry
+        .create_job(&ferry.dir, &s3.bucket, Some("{ferry.db*,data/**}"))
+        .await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    // Uploads write to the database; that must not make the database a changed file.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, job) = ferry.get(&format!("/uploads/{id}")).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["total_files"], 1, "{job}");
+    assert_eq!(s3.keys().await, vec![format!("{id}/data/a.txt")]);
+}

@@ -33,8 +33,6 @@ use upload::{Outcome, Recovery, Uploader};
 
 /// How many changes a scan gathers before writing them in one transaction.
 const SCAN_BATCH: usize = 1000;
-/// How long a scan waits before trying a job again after S3 could not be reached.
-const RETRY_UNREACHABLE: Duration = Duration::from_secs(10);
 /// The most time the start-up sweep for orphaned multipart uploads may take.
 const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 /// How often the janitor looks at `pending_aborts` without being woken.
@@ -52,6 +50,8 @@ pub struct EngineSettings {
     pub settle_time: Duration,
     /// The folder of UploadJob manifests to reconcile, if any.
     pub manifests_dir: Option<std::path::PathBuf>,
+    /// Files scans never take: ferry's own database and its journals (canonical paths).
+    pub exclude: Vec<std::path::PathBuf>,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -73,6 +73,8 @@ pub struct Context {
     changed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// What the last sync of the manifests folder found.
     pub manifests: manifests::Manifests,
+    /// Consecutive failed reconciliations per job, for its backoff.
+    failures: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -107,6 +109,7 @@ impl Context {
             watcher,
             changed: Mutex::new(Some(changed)),
             manifests: manifests::Manifests::default(),
+            failures: Mutex::default(),
             store,
             s3,
             settings,
@@ -137,6 +140,8 @@ impl Context {
             .lock()
             .expect("last scans lock")
             .remove(job_id);
+        self.watcher.forget(job_id);
+        self.failures.lock().expect("failures lock").remove(job_id);
     }
 
     /// Tells the dispatcher that files may be waiting.
@@ -294,6 +299,26 @@ async fn notification_loop(
     }
 }
 
+/// Per-job backoff, as a controller's error policy: a job whose reconciliation keeps failing is
+/// tried again after 2 s, 4 s, 8 s ... at most the scan interval; a success resets it.
+fn requeue_with_backoff(ctx: &Arc<Context>, job_id: &str, done: bool) {
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    if done {
+        failures.remove(job_id);
+        return;
+    }
+    let n = failures.entry(job_id.to_owned()).or_insert(0);
+    *n += 1;
+    let delay = crate::core::plan::retry_delay(*n).min(ctx.settings.scan_interval);
+    tracing::info!(upload_id = %job_id, failures = *n, retry_in_s = delay.as_secs(), "the job is scanned again after a backoff");
+    let ctx = ctx.clone();
+    let job_id = job_id.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        ctx.request_scan(&job_id);
+    });
+}
+
 async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loop {
         while let Some(job_id) = ctx.scans.pop() {
@@ -301,15 +326,26 @@ async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
             let span = tracing::info_span!("scan", upload_id = %job_id);
-            if let Err(e) = check_upload_job(&ctx, &job_id).instrument(span).await {
+            let outcome = check_upload_job(&ctx, &job_id).instrument(span).await;
+            if let Err(e) = &outcome {
                 tracing::error!(upload_id = %job_id, error = %e, "scan failed");
             }
+            requeue_with_backoff(&ctx, &job_id, matches!(outcome, Ok(Reconciled::Done)));
         }
         tokio::select! {
             _ = ctx.scans.ready.notified() => {}
             _ = stopped(&mut shutdown) => return,
         }
     }
+}
+
+/// What a reconciliation of one job asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// Done; the next scan comes with the next change or tick.
+    Done,
+    /// Something passing stood in the way: scan again after the job's backoff.
+    Requeue,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,9 +360,9 @@ pub enum ScanError {
 ///
 /// Safe to run at any time and any number of times; it looks at the job as it is, never at why
 /// it was asked.
-pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), ScanError> {
+pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconciled, ScanError> {
     let Some(job) = ctx.store.get_job(job_id).await? else {
-        return Ok(()); // deleted meanwhile
+        return Ok(Reconciled::Done); // deleted meanwhile
     };
     let started = Instant::now();
     let spec = match JobSpec::parse(
@@ -339,7 +375,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
             ctx.store
                 .set_job_error(job_id, Some((Blocker::InvalidSpec, &e.to_string())))
                 .await?;
-            return Ok(());
+            return Ok(Reconciled::Done);
         }
     };
     match tokio::fs::metadata(&spec.source_folder).await {
@@ -349,45 +385,45 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
             ctx.store
                 .set_job_error(job_id, Some((Blocker::SourceFolderUnavailable, &msg)))
                 .await?;
-            return Ok(());
+            return Ok(Reconciled::Done);
         }
         Err(e) => {
             let msg = format!("source folder {} cannot be read: {e}", job.source_folder);
             ctx.store
                 .set_job_error(job_id, Some((Blocker::SourceFolderUnavailable, &msg)))
                 .await?;
-            return Ok(());
+            return Ok(Reconciled::Done);
         }
     }
     ctx.watcher.ensure(job_id, &spec.source_folder);
     match ctx.s3.check_bucket(&job.destination_bucket).await {
         Ok(()) => ctx.store.set_job_error(job_id, None).await?,
         Err(e) if e.kind == ErrorKind::Transient => {
-            tracing::warn!(error = %e, "S3 cannot be reached; the job waits and is tried again");
-            let ctx = ctx.clone();
-            let job_id = job_id.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(RETRY_UNREACHABLE).await;
-                ctx.request_scan(&job_id);
-            });
-            return Ok(());
+            tracing::warn!(error = %e, "S3 cannot be reached; the job is scanned again later");
+            return Ok(Reconciled::Requeue);
         }
         Err(e) => {
             tracing::warn!(error = %e, "the job cannot upload to its bucket");
             ctx.store
                 .set_job_error(job_id, Some((Blocker::BucketUnavailable, &e.to_string())))
                 .await?;
-            return Ok(());
+            return Ok(Reconciled::Done);
         }
     }
 
+    // Walk the canonical folder, so that the excluded paths compare; keys are relative anyway.
+    let mut spec = spec;
+    if let Ok(canonical) = tokio::fs::canonicalize(&spec.source_folder).await {
+        spec.source_folder = canonical;
+    }
+    let exclude = ctx.settings.exclude.clone();
     let recorded = ctx.store.recorded_files(job_id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let walker = tokio::task::spawn_blocking(move || {
         let mut differ = Differ::new(recorded);
         let mut seen = 0u64;
         let mut receiver_gone = false;
-        crate::scan::walk(&spec, |file| {
+        crate::scan::walk(&spec, &exclude, |file| {
             seen += 1;
             differ.observe(file);
             if differ.pending_len() >= SCAN_BATCH && tx.blocking_send(differ.take()).is_err() {
@@ -446,7 +482,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<(), Sc
         elapsed_ms = started.elapsed().as_millis() as u64,
         "scan done"
     );
-    Ok(())
+    Ok(Reconciled::Done)
 }
 
 async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
