@@ -46,6 +46,8 @@ check(env.get("AWS_ENDPOINT_URL") == "http://localstack:4566", "compose: ferry m
 check(str(env.get("FERRY_S3_FORCE_PATH_STYLE")).lower() == "true", "compose: LocalStack needs path-style addressing")
 check(env.get("FERRY_LISTEN", "").startswith("0.0.0.0:"), "compose: ferry must listen beyond the container's loopback")
 check("healthcheck" in ferry, "compose: ferry needs a health check")
+check(bool(env.get("FERRY_API_TOKEN")) or str(env.get("FERRY_INSECURE_LISTEN")).lower() == "true",
+      "compose: ferry listens beyond loopback, so it needs FERRY_API_TOKEN (or refuses to start)")
 for volume in ferry.get("volumes", []) + ls.get("volumes", []):
     host = volume.split(":")[0]
     if host.startswith("./"):

@@ -16,8 +16,9 @@ use salvo::oapi::{
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::config::ApiToken;
 use crate::core::model::{FileState, FileTally, JobState, conditions, job_state, progress};
-use crate::core::spec::{JobName, JobSpec, SpecError};
+use crate::core::spec::{JobName, JobSpec, SpecError, within_roots};
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::engine::Context;
 use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
@@ -32,6 +33,8 @@ const MAX_FILES_PAGE: u32 = 10_000;
 /// What the handlers share.
 pub struct AppState {
     pub ctx: Arc<Context>,
+    /// Source folders must lie inside one of these (canonical); empty: anywhere.
+    pub allowed_roots: Vec<std::path::PathBuf>,
 }
 
 // ---- errors ----
@@ -510,7 +513,8 @@ async fn create_upload(
     req: &mut Request,
     depot: &mut Depot,
 ) -> Result<Created<CreatedUpload>, ApiError> {
-    let (request, spec) = read_spec(req).await?;
+    let roots = app_state(depot).allowed_roots.clone();
+    let (request, spec) = read_spec(req, &roots).await?;
 
     let app = app_state(depot);
     let id = uuid::Uuid::new_v4().to_string();
@@ -532,7 +536,10 @@ async fn create_upload(
 }
 
 /// Reads and validates a job spec from the request body.
-async fn read_spec(req: &mut Request) -> Result<(CreateUpload, JobSpec), ApiError> {
+async fn read_spec(
+    req: &mut Request,
+    roots: &[std::path::PathBuf],
+) -> Result<(CreateUpload, JobSpec), ApiError> {
     let body = read_body(req).await?;
     let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -548,6 +555,7 @@ async fn read_spec(req: &mut Request) -> Result<(CreateUpload, JobSpec), ApiErro
         request.pattern.as_deref(),
     )?;
     check_source_folder(&request.source_folder).await?;
+    check_allowed_roots(&request.source_folder, roots).await?;
     Ok((request, spec))
 }
 
@@ -567,7 +575,8 @@ async fn put_upload(
 ) -> Result<Json<AppliedUpload>, ApiError> {
     let name = upload_id.into_inner();
     JobName::parse(&name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
-    let (request, spec) = read_spec(req).await?;
+    let roots = app_state(depot).allowed_roots.clone();
+    let (request, spec) = read_spec(req, &roots).await?;
     let app = app_state(depot);
     let (applied, job) = app
         .ctx
@@ -640,6 +649,32 @@ async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
         return Err(too_large());
     }
     Ok(buf)
+}
+
+/// With FERRY_ALLOWED_ROOTS set, the folder, once '..' and symbolic links are resolved, must lie
+/// inside one of the roots: 403 otherwise.
+async fn check_allowed_roots(folder: &str, roots: &[std::path::PathBuf]) -> Result<(), ApiError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let canonical = tokio::fs::canonicalize(folder).await.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_source_folder",
+            format!("source_folder {folder:?} cannot be resolved: {e}"),
+        )
+    })?;
+    if within_roots(&canonical, roots) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "outside_allowed_roots",
+            format!(
+                "source_folder {folder:?} resolves to {:?}, outside the folders ferry may read (FERRY_ALLOWED_ROOTS)",
+                canonical.display().to_string()
+            ),
+        ))
+    }
 }
 
 async fn check_source_folder(folder: &str) -> Result<(), ApiError> {
@@ -915,7 +950,8 @@ impl Handler for Inject {
     }
 }
 
-fn routes() -> Router {
+/// The routes that need the token when one is set.
+fn guarded_routes() -> Router {
     Router::new()
         .push(
             Router::with_path("uploads")
@@ -932,8 +968,62 @@ fn routes() -> Router {
                 ),
         )
         .push(Router::with_path("manifests").get(get_manifests))
+}
+
+/// Probes stay open, so that a kubelet or a load balancer can reach them without the token.
+fn probe_routes() -> Router {
+    Router::new()
         .push(Router::with_path("healthz").get(healthz))
         .push(Router::with_path("readyz").get(readyz))
+}
+
+fn routes() -> Router {
+    Router::new().push(guarded_routes()).push(probe_routes())
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`, compared in constant time.
+struct RequireToken(ApiToken);
+
+#[async_trait]
+impl Handler for RequireToken {
+    async fn handle(
+        &self,
+        req: &mut Request,
+        _depot: &mut Depot,
+        res: &mut Response,
+        ctrl: &mut FlowCtrl,
+    ) {
+        let given = req
+            .headers()
+            .get(salvo::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), self.0.expose().as_bytes()));
+        if !ok {
+            let message = if given.is_none() {
+                "this endpoint needs `Authorization: Bearer <token>` (FERRY_API_TOKEN)"
+            } else {
+                "the bearer token is not the one ferry was started with"
+            };
+            res.headers_mut().insert(
+                "www-authenticate",
+                salvo::http::HeaderValue::from_static("Bearer"),
+            );
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).render(res);
+            ctrl.skip_rest();
+        }
+    }
+}
+
+/// Equal bytes, in a time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The OpenAPI document of the API.
@@ -941,12 +1031,18 @@ pub fn openapi() -> salvo::oapi::OpenApi {
     salvo::oapi::OpenApi::new("ferry", env!("CARGO_PKG_VERSION")).merge_router(&routes())
 }
 
-/// The whole service: routes, the OpenAPI document, JSON errors.
-pub fn service(app: Arc<AppState>) -> Service {
+/// The whole service: routes, the OpenAPI document, JSON errors, and the token check on the
+/// guarded routes when a token is set.
+pub fn service(app: Arc<AppState>, token: Option<ApiToken>) -> Service {
     let doc = openapi();
+    let guarded = match token {
+        Some(token) => guarded_routes().hoop(RequireToken(token)),
+        None => guarded_routes(),
+    };
     let router = Router::new()
         .hoop(Inject(app))
-        .push(routes())
+        .push(guarded)
+        .push(probe_routes())
         .push(doc.into_router("/openapi.json"));
     Service::new(router).catcher(Catcher::default().hoop(JsonErrors))
 }

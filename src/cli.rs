@@ -72,6 +72,16 @@ pub struct ServeArgs {
     /// A folder of UploadJob YAML manifests to reconcile (GitOps); unset: off.
     #[arg(long, env = "FERRY_MANIFESTS_DIR")]
     pub manifests_dir: Option<String>,
+    /// When set, every /uploads and /manifests request needs `Authorization: Bearer <token>`
+    /// (at least 16 characters). Required to listen beyond loopback.
+    #[arg(long, env = "FERRY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// ':'-separated absolute folders; when set, a job's source folder must lie inside one.
+    #[arg(long, env = "FERRY_ALLOWED_ROOTS")]
+    pub allowed_roots: Option<String>,
+    /// Listen beyond loopback without FERRY_API_TOKEN, for a proxy in front that authenticates.
+    #[arg(long, env = "FERRY_INSECURE_LISTEN", default_value = "false")]
+    pub insecure_listen: String,
 }
 
 impl From<ServeArgs> for RawSettings {
@@ -89,6 +99,9 @@ impl From<ServeArgs> for RawSettings {
             checksum: a.checksum,
             settle_time: a.settle_time,
             manifests_dir: a.manifests_dir,
+            api_token: a.api_token,
+            allowed_roots: a.allowed_roots,
+            insecure_listen: a.insecure_listen,
         }
     }
 }

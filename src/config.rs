@@ -58,7 +58,30 @@ pub struct Settings {
     pub checksum: ChecksumMode,
     pub settle_time: Duration,
     pub manifests_dir: Option<PathBuf>,
+    /// When set, every /uploads and /manifests request needs `Authorization: Bearer <token>`.
+    pub api_token: Option<ApiToken>,
+    /// When not empty, a job's source folder must lie inside one of these (canonical) folders.
+    pub allowed_roots: Vec<PathBuf>,
 }
+
+/// The API token; its Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// The shortest API token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The most attempts a file may be given.
 pub const MAX_MAX_ATTEMPTS: u32 = 100;
@@ -78,6 +101,9 @@ pub struct RawSettings {
     pub checksum: String,
     pub settle_time: String,
     pub manifests_dir: Option<String>,
+    pub api_token: Option<String>,
+    pub allowed_roots: Option<String>,
+    pub insecure_listen: String,
 }
 
 impl Default for RawSettings {
@@ -95,6 +121,9 @@ impl Default for RawSettings {
             checksum: defaults::CHECKSUM.into(),
             settle_time: defaults::SETTLE_TIME.into(),
             manifests_dir: None,
+            api_token: None,
+            allowed_roots: None,
+            insecure_listen: "false".into(),
         }
     }
 }
@@ -241,6 +270,71 @@ impl RawSettings {
                 }
             },
         };
+        let api_token = match self.api_token.as_deref() {
+            None | Some("") => None,
+            Some(t)
+                if t.len() < MIN_TOKEN_LEN
+                    || t.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(ConfigError {
+                    variable: "FERRY_API_TOKEN",
+                    value: "<redacted>".into(),
+                    reason: format!(
+                        "the token must be at least {MIN_TOKEN_LEN} characters, without spaces; generate one with `openssl rand -hex 32`"
+                    ),
+                });
+            }
+            Some(t) => Some(ApiToken(t.to_owned())),
+        };
+        let insecure_listen = parse_bool(&self.insecure_listen).ok_or_else(|| {
+            err(
+                "FERRY_INSECURE_LISTEN",
+                &self.insecure_listen,
+                "expected true or false".into(),
+            )
+        })?;
+        if !listen.ip().is_loopback() && api_token.is_none() && !insecure_listen {
+            return Err(err(
+                "FERRY_LISTEN",
+                &self.listen,
+                "ferry refuses to listen beyond loopback without FERRY_API_TOKEN: anyone who reaches it could make it read any file it can read and send it to any bucket its credentials reach. Set FERRY_API_TOKEN, or FERRY_INSECURE_LISTEN=true if a proxy in front of ferry authenticates".into(),
+            ));
+        }
+        let mut allowed_roots = Vec::new();
+        for root in self
+            .allowed_roots
+            .as_deref()
+            .unwrap_or("")
+            .split(':')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            let path = PathBuf::from(root);
+            if !path.is_absolute() {
+                return Err(err(
+                    "FERRY_ALLOWED_ROOTS",
+                    root,
+                    "each root must be an absolute folder; separate them with ':'".into(),
+                ));
+            }
+            match std::fs::canonicalize(&path) {
+                Ok(c) if c.is_dir() => allowed_roots.push(c),
+                Ok(_) => {
+                    return Err(err(
+                        "FERRY_ALLOWED_ROOTS",
+                        root,
+                        "it is not a folder".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(err(
+                        "FERRY_ALLOWED_ROOTS",
+                        root,
+                        format!("cannot read it ({e}); each root must be an existing folder"),
+                    ));
+                }
+            }
+        }
         Ok(Settings {
             listen,
             database,
@@ -254,6 +348,8 @@ impl RawSettings {
             checksum,
             settle_time,
             manifests_dir,
+            api_token,
+            allowed_roots,
         })
     }
 }
@@ -432,6 +528,36 @@ mod tests {
         assert_eq!(s.max_attempts, 5);
         assert_eq!(s.checksum, ChecksumMode::Crc32c);
         assert_eq!(s.settle_time, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_a_token_or_an_explicit_opt_out() {
+        let open = RawSettings {
+            listen: "0.0.0.0:8080".into(),
+            ..RawSettings::default()
+        };
+        let e = open.validate().unwrap_err();
+        assert_eq!(e.variable, "FERRY_LISTEN");
+        assert!(e.reason.contains("FERRY_API_TOKEN"));
+        let with_token = RawSettings {
+            api_token: Some("0123456789abcdef0123".into()),
+            ..open.clone()
+        };
+        assert!(with_token.validate().is_ok());
+        let opted_out = RawSettings {
+            insecure_listen: "true".into(),
+            ..open
+        };
+        assert!(opted_out.validate().is_ok());
+        let short = RawSettings {
+            api_token: Some("short".into()),
+            ..RawSettings::default()
+        };
+        let e = short.validate().unwrap_err();
+        assert_eq!(e.variable, "FERRY_API_TOKEN");
+        assert!(!e.to_string().contains("short"), "the token leaked: {e}");
+        let token = ApiToken("secret-secret-secret".into());
+        assert!(!format!("{token:?}").contains("secret"));
     }
 
     #[test]

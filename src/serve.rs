@@ -87,6 +87,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             settle_time: settings.settle_time,
             manifests_dir: settings.manifests_dir.clone(),
             exclude: database_files(&settings.database),
+            allowed_roots: settings.allowed_roots.clone(),
             shutdown_grace: UPLOAD_GRACE,
         },
     );
@@ -111,7 +112,13 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let (stop, stopped) = watch::channel(false);
 
     let engine = tokio::spawn(engine::run(ctx.clone(), stopped));
-    let service = api::service(Arc::new(AppState { ctx }));
+    let service = api::service(
+        Arc::new(AppState {
+            ctx,
+            allowed_roots: settings.allowed_roots.clone(),
+        }),
+        settings.api_token.clone(),
+    );
     let serving = tokio::spawn(server.serve(service));
     tracing::info!(
         listen = %local,

@@ -308,6 +308,14 @@ fn help_lists_every_setting_with_its_default() {
             "default {default} missing:\n{help}"
         );
     }
+    for var in [
+        "FERRY_MANIFESTS_DIR",
+        "FERRY_API_TOKEN",
+        "FERRY_ALLOWED_ROOTS",
+        "FERRY_INSECURE_LISTEN",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help:\n{help}");
+    }
     let out = ferry_command().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("serve"));
 }

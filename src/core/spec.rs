@@ -119,6 +119,11 @@ impl Pattern {
     }
 }
 
+/// Whether a canonical path lies inside one of the (canonical) roots; no roots: anywhere.
+pub fn within_roots(canonical: &Path, roots: &[PathBuf]) -> bool {
+    roots.is_empty() || roots.iter().any(|r| canonical.starts_with(r))
+}
+
 /// A job's name: a DNS-1123 label, as Kubernetes names objects (1 to 63 lowercase letters,
 /// digits and '-', starting and ending with a letter or digit). It is the upload_id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +290,21 @@ mod tests {
         let e = Pattern::parse("[").unwrap_err();
         assert_eq!(e.field(), "pattern");
         assert!(e.to_string().contains("not a valid glob"));
+    }
+
+    #[test]
+    fn roots_contain_their_subfolders_only() {
+        let roots = vec![PathBuf::from("/data/in"), PathBuf::from("/srv")];
+        assert!(within_roots(Path::new("/data/in"), &roots));
+        assert!(within_roots(Path::new("/data/in/a/b"), &roots));
+        assert!(within_roots(Path::new("/srv/x"), &roots));
+        assert!(
+            !within_roots(Path::new("/data/inside"), &roots),
+            "a prefix is not a parent"
+        );
+        assert!(!within_roots(Path::new("/data"), &roots));
+        assert!(!within_roots(Path::new("/etc"), &roots));
+        assert!(within_roots(Path::new("/etc"), &[]));
     }
 
     #[test]

@@ -108,6 +108,24 @@ pub async fn sync(ctx: &Context, folder: &Path) {
 
     let mut applied = BTreeMap::new();
     for job in jobs.values() {
+        if !ctx.settings.allowed_roots.is_empty() {
+            let inside = tokio::fs::canonicalize(&job.source_folder)
+                .await
+                .is_ok_and(|c| crate::core::spec::within_roots(&c, &ctx.settings.allowed_roots));
+            if !inside {
+                let (file, document) = split_source(&job.source);
+                errors.push(ManifestError {
+                    file,
+                    document,
+                    line: 0,
+                    reason: format!(
+                        "spec.sourceFolder {:?} does not exist or lies outside FERRY_ALLOWED_ROOTS",
+                        job.source_folder
+                    ),
+                });
+                continue;
+            }
+        }
         let result = ctx
             .store
             .apply_job(

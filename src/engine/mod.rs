@@ -52,6 +52,8 @@ pub struct EngineSettings {
     pub manifests_dir: Option<std::path::PathBuf>,
     /// Files scans never take: ferry's own database and its journals (canonical paths).
     pub exclude: Vec<std::path::PathBuf>,
+    /// Source folders must lie inside one of these (canonical); empty: anywhere.
+    pub allowed_roots: Vec<std::path::PathBuf>,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -415,6 +417,19 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
     let mut spec = spec;
     if let Ok(canonical) = tokio::fs::canonicalize(&spec.source_folder).await {
         spec.source_folder = canonical;
+    }
+    // Checked again on every scan: a symbolic link swapped since the job was accepted, or a
+    // manifest, must not lead ferry out of its roots.
+    if !crate::core::spec::within_roots(&spec.source_folder, &ctx.settings.allowed_roots) {
+        let msg = format!(
+            "source folder {} resolves to {}, outside FERRY_ALLOWED_ROOTS",
+            job.source_folder,
+            spec.source_folder.display()
+        );
+        ctx.store
+            .set_job_error(job_id, Some((Blocker::SourceFolderUnavailable, &msg)))
+            .await?;
+        return Ok(Reconciled::Done);
     }
     let exclude = ctx.settings.exclude.clone();
     let recorded = ctx.store.recorded_files(job_id).await?;

@@ -234,6 +234,28 @@ impl Ferry {
         env: Vec<(String, String)>,
         tmp: Option<tempfile::TempDir>,
     ) -> Ferry {
+        // A free port can be taken by another process between our look and ferry's bind: then
+        // ferry exits saying so, and another port is tried.
+        let mut tmp = tmp;
+        for _ in 0..5 {
+            let mut ferry = Self::spawn_once(dir.clone(), db.clone(), env.clone(), tmp.take());
+            if ferry.wait_healthy().await {
+                return ferry;
+            }
+            if !ferry.log().contains("cannot listen") {
+                panic!("ferry did not become healthy; its log:\n{}", ferry.log());
+            }
+            tmp = ferry._tmp.take();
+        }
+        panic!("ferry found no free port in 5 tries");
+    }
+
+    fn spawn_once(
+        dir: PathBuf,
+        db: PathBuf,
+        env: Vec<(String, String)>,
+        tmp: Option<tempfile::TempDir>,
+    ) -> Ferry {
         let port = free_port();
         let as_nobody = is_root() && env.iter().any(|(k, _)| k == "__AS_NOBODY");
         let mut cmd = if as_nobody {
@@ -271,7 +293,7 @@ impl Ferry {
             cmd.stdout(Stdio::null()).stderr(log);
         }
         let child = cmd.spawn().expect("ferry binary starts");
-        let ferry = Ferry {
+        Ferry {
             child,
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder()
@@ -282,22 +304,24 @@ impl Ferry {
             db,
             env,
             _tmp: tmp,
-        };
-        ferry.wait_healthy().await;
-        ferry
+        }
     }
 
-    async fn wait_healthy(&self) {
+    /// Whether ferry answers /healthz within 20 s (false at once if it exited).
+    async fn wait_healthy(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
             {
-                return;
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("ferry did not become healthy; its log:\n{}", self.log());
+        false
     }
 
     pub fn log(&self) -> String {

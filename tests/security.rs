@@ -1,0 +1,217 @@
+//! Nobody reads or ships what they should not: the API token, loopback by default, and the
+//! allowed roots.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, S3, ferry_command, free_port, write_file};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+async fn call(ferry: &Ferry, path: &str, auth: Option<&str>) -> (u16, Value, Option<String>) {
+    let mut r = ferry.http.get(ferry.url(path));
+    if let Some(a) = auth {
+        r = r.header("authorization", a);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, r.json().await.unwrap_or(Value::Null), challenge)
+}
+
+#[tokio::test]
+async fn with_a_token_every_uploads_call_needs_it_and_probes_stay_open() {
+    let s3 = S3::new_bucket().await;
+    let ferry = Ferry::start(&[("FERRY_API_TOKEN", TOKEN)]).await;
+    let bearer = format!("Bearer {TOKEN}");
+    for (auth, why) in [
+        (None, "no header"),
+        (Some("Bearer wrong-token-0123456789abcdef"), "wrong token"),
+        (Some(TOKEN), "token without Bearer"),
+        (Some(&*format!("Basic {TOKEN}")), "another scheme"),
+        (Some("Bearer"), "Bearer alone"),
+    ] {
+        for path in ["/uploads", "/uploads/x", "/uploads/x/files", "/manifests"] {
+            let (status, body, challenge) = call(&ferry, path, auth).await;
+            assert_eq!(status, 401, "{why} on {path}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{why}: {body}");
+            assert_eq!(challenge.as_deref(), Some("Bearer"));
+        }
+    }
+    let (status, _, _) = call(&ferry, "/uploads", Some(&bearer)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = call(&ferry, "/uploads", Some(&format!("bearer {TOKEN}"))).await;
+    assert_eq!(status, 200, "the scheme is case-insensitive");
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(call(&ferry, probe, None).await.0, 200, "{probe}");
+    }
+    // A POST without the token creates nothing; with it, the job goes through.
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "f.txt", b"x");
+    let body =
+        json!({"source_folder": src.path().to_str().unwrap(), "destination_bucket": s3.bucket});
+    let r = ferry
+        .http
+        .post(ferry.url("/uploads"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = ferry
+        .http
+        .post(ferry.url("/uploads"))
+        .header("authorization", &bearer)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    // The token never reaches the log.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ferry.log().contains(TOKEN), "the token is in the log");
+}
+
+#[test]
+fn listening_beyond_loopback_is_refused_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ferry_command()
+        .arg("serve")
+        .env("FERRY_LISTEN", format!("0.0.0.0:{}", free_port()))
+        .env("FERRY_DATABASE_URL", dir.path().join("f.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("FERRY_LISTEN") && stderr.contains("FERRY_API_TOKEN"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("FERRY_INSECURE_LISTEN"),
+        "the way out is named: {stderr}"
+    );
+
+    let out = ferry_command()
+        .arg("serve")
+        .env("FERRY_API_TOKEN", "short")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("FERRY_API_TOKEN") && !stderr.contains("\"short\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_opt_out_listens_beyond_loopback() {
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let mut child = ferry_command()
+        .arg("serve")
+        .env("FERRY_LISTEN", &listen)
+        .env("FERRY_INSECURE_LISTEN", "true")
+        .env("FERRY_DATABASE_URL", "sqlite::memory:")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            up = r.status().is_success();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(up, "ferry did not start with FERRY_INSECURE_LISTEN=true");
+}
+
+#[tokio::test]
+async fn source_folders_must_lie_inside_the_allowed_roots() {
+    let s3 = S3::new_bucket().await;
+    let base = tempfile::tempdir().unwrap();
+    let allowed = base.path().join("allowed");
+    let outside = base.path().join("outside");
+    write_file(&allowed, "in/ok.txt", b"ok");
+    write_file(&outside, "secret.txt", b"secret");
+    std::os::unix::fs::symlink(&outside, allowed.join("detour")).unwrap();
+    let roots = allowed.to_str().unwrap().to_owned();
+    let ferry = Ferry::start(&[("FERRY_ALLOWED_ROOTS", &roots)]).await;
+
+    let traversal = format!("{}/../outside", allowed.display());
+    let detour = format!("{}/detour", allowed.display());
+    for (folder, why) in [
+        (outside.to_str().unwrap(), "outside"),
+        (traversal.as_str(), "'..' traversal"),
+        (detour.as_str(), "a symbolic link out"),
+        ("/", "the root folder"),
+    ] {
+        let body = json!({"source_folder": folder, "destination_bucket": s3.bucket});
+        let (status, answer) = ferry.post("/uploads", &body).await;
+        assert_eq!(status, 403, "{why}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "outside_allowed_roots",
+            "{why}: {answer}"
+        );
+    }
+    let (status, answer) = ferry
+        .post(
+            "/uploads",
+            &json!({"source_folder": "allowed/in", "destination_bucket": s3.bucket}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_source_folder"))
+    );
+
+    let inside = allowed.join("in");
+    let id = ferry.create_job(&inside, &s3.bucket, None).await;
+    assert_eq!(
+        ferry.wait_settled(&id, Duration::from_secs(60)).await["state"],
+        "COMPLETED"
+    );
+    assert_eq!(s3.keys().await, vec![format!("{id}/ok.txt")]);
+
+    let bad = format!("{}/../outside", allowed.display());
+    let r = ferry
+        .http
+        .put(ferry.url("/uploads/sneaky"))
+        .body(json!({"source_folder": bad, "destination_bucket": s3.bucket}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "PUT is held to the roots too");
+}
+
+#[tokio::test]
+async fn a_symbolic_link_out_of_the_source_folder_is_never_uploaded() {
+    let s3 = S3::new_bucket().await;
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    write_file(&src, "real.txt", b"real");
+    write_file(base.path(), "secret.txt", b"secret");
+    std::os::unix::fs::symlink(base.path().join("secret.txt"), src.join("link-out.txt")).unwrap();
+    std::os::unix::fs::symlink(base.path(), src.join("dir-out")).unwrap();
+    let ferry = Ferry::start(&[]).await;
+    let id = ferry.create_job(&src, &s3.bucket, None).await;
+    assert_eq!(
+        ferry.wait_settled(&id, Duration::from_secs(60)).await["state"],
+        "COMPLETED"
+    );
+    assert_eq!(s3.keys().await, vec![format!("{id}/real.txt")]);
+}
