@@ -215,3 +215,36 @@ async fn a_symbolic_link_out_of_the_source_folder_is_never_uploaded() {
     );
     assert_eq!(s3.keys().await, vec![format!("{id}/real.txt")]);
 }
+
+#[tokio::test]
+async fn special_files_are_skipped_without_blocking_the_scan() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "real.txt", b"real");
+    // A fifo nobody writes to: opening it for reading would block forever.
+    let fifo = src.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ferry = Ferry::start(&[]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(job["total_files"], 1);
+    assert_eq!(s3.keys().await, vec![format!("{id}/real.txt")]);
+}
+
+#[tokio::test]
+async fn an_eight_mib_body_is_refused_with_413_and_ferry_lives_on() {
+    let ferry = Ferry::start(&[]).await;
+    let body = format!(
+        "{{\"source_folder\": \"/tmp\", \"destination_bucket\": \"bucket\", \"pattern\": \"{}\"}}",
+        "a".repeat(8 * 1024 * 1024)
+    );
+    let (status, answer) = ferry.post_raw("/uploads", body).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    assert_eq!(ferry.get("/healthz").await.0, 200);
+}
