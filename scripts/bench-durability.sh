@@ -6,16 +6,9 @@
 # without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S3_PORT="${LOCALSTACK_PORT:-4566}"
-scripts/localstack.sh start >/dev/null 2>&1
-cargo build --release --quiet
-FERRY="$PWD/target/release/ferry"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+source scripts/lib.sh
 mkdir -p "$WORK/src"
 head -c $((1024 * 1024 * 1024)) /dev/urandom >"$WORK/src/big.bin"
-
-source scripts/lib.sh
 
 upload_seconds() {
   local seconds state rss

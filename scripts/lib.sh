@@ -1,5 +1,12 @@
-# Shared by the measuring scripts: time one job on a fresh `ferry serve` against LocalStack.
-# Needs FERRY (the binary), WORK (a scratch folder) and S3_PORT set by the caller.
+# Shared by the measuring scripts: a release ferry, LocalStack, a scratch folder, and timing one
+# job on a fresh `ferry serve`. Sourced from the repository's root.
+
+S3_PORT="${LOCALSTACK_PORT:-4566}"
+scripts/localstack.sh start >/dev/null 2>&1
+cargo build --release --quiet
+FERRY="$PWD/target/release/ferry"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
 
 # time_job FOLDER [VAR=VALUE ...]: creates a bucket, starts ferry with the extra settings,
 # creates a job over FOLDER, waits for it to settle, and prints "SECONDS STATE PEAK_RSS_MIB".

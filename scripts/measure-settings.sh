@@ -6,13 +6,6 @@
 #   scripts/measure-settings.sh            # prints a Markdown table
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S3_PORT="${LOCALSTACK_PORT:-4566}"
-scripts/localstack.sh start >/dev/null 2>&1
-cargo build --release --quiet
-FERRY="$PWD/target/release/ferry"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-
 mkdir -p "$WORK/large" "$WORK/small"
 head -c $((256 * 1024 * 1024)) /dev/urandom >"$WORK/large/file.bin"
 for i in $(seq 1 500); do head -c 16384 /dev/urandom >"$WORK/small/f$i.bin"; done

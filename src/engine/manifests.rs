@@ -91,16 +91,13 @@ pub async fn sync(ctx: &Context, folder: &Path) {
     let mut jobs: BTreeMap<String, DeclaredJob> = BTreeMap::new();
     for job in declared {
         if let Some(first) = jobs.get(&job.name) {
-            let (file, document) = split_source(&job.source);
-            errors.push(ManifestError {
-                file,
-                document,
-                line: 0,
-                reason: format!(
+            errors.push(error_at(
+                &job.source,
+                format!(
                     "metadata.name {:?} is already declared by {}; names must be unique",
                     job.name, first.source
                 ),
-            });
+            ));
         } else {
             jobs.insert(job.name.clone(), job);
         }
@@ -113,16 +110,13 @@ pub async fn sync(ctx: &Context, folder: &Path) {
                 .await
                 .is_ok_and(|c| crate::core::spec::within_roots(&c, &ctx.settings.allowed_roots));
             if !inside {
-                let (file, document) = split_source(&job.source);
-                errors.push(ManifestError {
-                    file,
-                    document,
-                    line: 0,
-                    reason: format!(
+                errors.push(error_at(
+                    &job.source,
+                    format!(
                         "spec.sourceFolder {:?} does not exist or lies outside FERRY_ALLOWED_ROOTS",
                         job.source_folder
                     ),
-                });
+                ));
                 continue;
             }
         }
@@ -146,15 +140,12 @@ pub async fn sync(ctx: &Context, folder: &Path) {
                 applied.insert(job.name.clone(), job.source.clone());
             }
             Err(StoreError::Owned { name, owner }) => {
-                let (file, document) = split_source(&job.source);
-                errors.push(ManifestError {
-                    file,
-                    document,
-                    line: 0,
-                    reason: format!(
+                errors.push(error_at(
+                    &job.source,
+                    format!(
                         "a job named {name:?} already exists and is declared by {owner}; rename one of them"
                     ),
-                });
+                ));
             }
             Err(e) => tracing::error!(upload_id = %job.name, error = %e, "cannot apply a manifest"),
         }
@@ -197,6 +188,17 @@ pub async fn sync(ctx: &Context, folder: &Path) {
         jobs: applied,
         errors,
     };
+}
+
+/// An error about the document at `source` (file.yaml#2).
+fn error_at(source: &str, reason: String) -> ManifestError {
+    let (file, document) = split_source(source);
+    ManifestError {
+        file,
+        document,
+        line: 0,
+        reason,
+    }
 }
 
 /// `file.yaml#2` to (`file.yaml`, 2).
