@@ -43,7 +43,7 @@ async fn main() {
     let spec = JobSpec::parse(src.to_str().unwrap(), "bucket", None).unwrap();
     // Record every file, as the first scan would.
     let mut seen = Vec::with_capacity(files);
-    ferry::scan::walk(&spec, &[], |f| {
+    ferry::scan::walk(&spec, &[], ferry::core::spec::SymlinkPolicy::Never, |f| {
         seen.push(f);
         std::ops::ControlFlow::Continue(())
     });
@@ -63,11 +63,16 @@ async fn main() {
         let changes = tokio::task::spawn_blocking(move || {
             let mut differ = Differ::new(recorded);
             let mut n = 0usize;
-            ferry::scan::walk(&spec, &[], |f: SeenFile| {
-                n += 1;
-                differ.observe(f);
-                std::ops::ControlFlow::Continue(())
-            });
+            ferry::scan::walk(
+                &spec,
+                &[],
+                ferry::core::spec::SymlinkPolicy::Never,
+                |f: SeenFile| {
+                    n += 1;
+                    differ.observe(f);
+                    std::ops::ControlFlow::Continue(())
+                },
+            );
             (n, differ.finish())
         })
         .await

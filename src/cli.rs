@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Listen beyond loopback without FERRY_API_TOKEN, for a proxy in front that authenticates.
     #[arg(long, env = "FERRY_INSECURE_LISTEN", default_value = "false")]
     pub insecure_listen: String,
+    /// Symbolic links in source folders: never (not uploaded, wherever they point) or inside
+    /// (uploaded when the target lies inside the job's folder; links out are always skipped).
+    #[arg(long, env = "FERRY_FOLLOW_SYMLINKS", default_value = defaults::FOLLOW_SYMLINKS)]
+    pub follow_symlinks: String,
 }
 
 impl From<ServeArgs> for RawSettings {
@@ -102,6 +106,7 @@ impl From<ServeArgs> for RawSettings {
             api_token: a.api_token,
             allowed_roots: a.allowed_roots,
             insecure_listen: a.insecure_listen,
+            follow_symlinks: a.follow_symlinks,
         }
     }
 }

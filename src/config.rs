@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::core::checksum::ChecksumMode;
 use crate::core::plan::{MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::core::spec::SymlinkPolicy;
 
 /// Defaults, in one place; `--help` shows them.
 pub mod defaults {
@@ -25,6 +26,7 @@ pub mod defaults {
     pub const MAX_ATTEMPTS: &str = "5";
     pub const CHECKSUM: &str = "crc32c";
     pub const SETTLE_TIME: &str = "3s";
+    pub const FOLLOW_SYMLINKS: &str = "never";
 }
 
 /// The most files ferry will upload at once; more only adds memory (each holds one part).
@@ -62,6 +64,8 @@ pub struct Settings {
     pub api_token: Option<ApiToken>,
     /// When not empty, a job's source folder must lie inside one of these (canonical) folders.
     pub allowed_roots: Vec<PathBuf>,
+    /// Which symbolic links in a source folder are followed.
+    pub follow_symlinks: SymlinkPolicy,
 }
 
 /// The API token; its Debug never shows it.
@@ -104,6 +108,7 @@ pub struct RawSettings {
     pub api_token: Option<String>,
     pub allowed_roots: Option<String>,
     pub insecure_listen: String,
+    pub follow_symlinks: String,
 }
 
 impl Default for RawSettings {
@@ -124,6 +129,7 @@ impl Default for RawSettings {
             api_token: None,
             allowed_roots: None,
             insecure_listen: "false".into(),
+            follow_symlinks: defaults::FOLLOW_SYMLINKS.into(),
         }
     }
 }
@@ -248,6 +254,13 @@ impl RawSettings {
                 "expected crc32c, crc32 or none".into(),
             )
         })?;
+        let follow_symlinks = SymlinkPolicy::parse(&self.follow_symlinks).ok_or_else(|| {
+            err(
+                "FERRY_FOLLOW_SYMLINKS",
+                &self.follow_symlinks,
+                "expected never or inside".into(),
+            )
+        })?;
         let settle_time = parse_duration(&self.settle_time)
             .map_err(|reason| err("FERRY_SETTLE_TIME", &self.settle_time, reason))?;
         let manifests_dir = match self.manifests_dir.as_deref().map(str::trim) {
@@ -350,6 +363,7 @@ impl RawSettings {
             manifests_dir,
             api_token,
             allowed_roots,
+            follow_symlinks,
         })
     }
 }

@@ -88,6 +88,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             manifests_dir: settings.manifests_dir.clone(),
             exclude: database_files(&settings.database),
             allowed_roots: settings.allowed_roots.clone(),
+            follow_symlinks: settings.follow_symlinks,
             shutdown_grace: UPLOAD_GRACE,
         },
     );

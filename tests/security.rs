@@ -217,6 +217,59 @@ async fn a_symbolic_link_out_of_the_source_folder_is_never_uploaded() {
 }
 
 #[tokio::test]
+async fn with_follow_symlinks_inside_links_within_the_folder_are_uploaded_and_links_out_are_not() {
+    let s3 = S3::new_bucket().await;
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    write_file(&src, "real/data.txt", b"data");
+    write_file(base.path(), "secret.txt", b"secret");
+    std::os::unix::fs::symlink(src.join("real/data.txt"), src.join("alias.txt")).unwrap();
+    std::os::unix::fs::symlink(src.join("real"), src.join("mirror")).unwrap();
+    std::os::unix::fs::symlink(base.path().join("secret.txt"), src.join("link-out.txt")).unwrap();
+    std::os::unix::fs::symlink(base.path(), src.join("dir-out")).unwrap();
+    // A loop of links must be reported and passed over, not walked forever.
+    std::os::unix::fs::symlink(&src, src.join("real/loop")).unwrap();
+    let ferry = Ferry::start(&[("FERRY_FOLLOW_SYMLINKS", "inside")]).await;
+    let id = ferry.create_job(&src, &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(
+        s3.keys().await,
+        vec![
+            format!("{id}/alias.txt"),
+            format!("{id}/mirror/data.txt"),
+            format!("{id}/real/data.txt"),
+        ]
+    );
+    assert_eq!(s3.get(&format!("{id}/alias.txt")).await, b"data");
+}
+
+#[tokio::test]
+async fn a_file_swapped_for_a_link_out_after_the_scan_is_not_read() {
+    let s3 = S3::new_bucket().await;
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    write_file(&src, "report.txt", b"report");
+    write_file(base.path(), "secret.txt", b"secret");
+    // The settle time holds the upload back long enough to swap the file for a link.
+    let ferry = Ferry::start(&[("FERRY_SETTLE_TIME", "3s")]).await;
+    let id = ferry.create_job(&src, &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, Duration::from_secs(20), |j| j["total_files"] == 1)
+        .await;
+    let link = src.join("report.txt");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(base.path().join("secret.txt"), &link).unwrap();
+    let job = ferry.wait_settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert!(
+        s3.keys().await.is_empty(),
+        "the secret went up: {:?}",
+        s3.keys().await
+    );
+}
+
+#[tokio::test]
 async fn special_files_are_skipped_without_blocking_the_scan() {
     let s3 = S3::new_bucket().await;
     let src = tempfile::tempdir().unwrap();

@@ -225,6 +225,42 @@ fn validate_bucket_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Which symbolic links in a source folder a scan follows (FERRY_FOLLOW_SYMLINKS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SymlinkPolicy {
+    /// None: a link is never uploaded, wherever it points.
+    #[default]
+    Never,
+    /// Links whose target, resolved, lies inside the job's source folder: the target's bytes
+    /// are uploaded under the link's own name. Links leading out are still skipped.
+    Inside,
+}
+
+impl SymlinkPolicy {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "never" | "false" | "no" => Some(SymlinkPolicy::Never),
+            "inside" => Some(SymlinkPolicy::Inside),
+            _ => None,
+        }
+    }
+
+    /// Whether a file at `resolved` (canonical), reached as `relative` under the canonical
+    /// `root`, may be read. `Never` allows only a path with no link anywhere in it: it resolves
+    /// to exactly `root/relative`.
+    pub fn allows(self, root: &Path, relative: &str, resolved: &Path) -> bool {
+        match self {
+            SymlinkPolicy::Never => {
+                let literal = relative
+                    .split('/')
+                    .fold(root.to_path_buf(), |p, c| p.join(c));
+                resolved == literal
+            }
+            SymlinkPolicy::Inside => resolved.starts_with(root) && resolved != root,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +382,30 @@ mod tests {
         assert!(!spec.matches("x/y.txt"));
         let spec = JobSpec::parse("/data/in", "bucket", None).unwrap();
         assert!(spec.matches("anything/at/all"));
+    }
+
+    #[test]
+    fn symlink_policy_never_allows_only_the_literal_path() {
+        let root = Path::new("/data/src");
+        let p = SymlinkPolicy::Never;
+        assert!(p.allows(root, "a/b.txt", Path::new("/data/src/a/b.txt")));
+        assert!(!p.allows(root, "a/b.txt", Path::new("/data/src/c.txt")));
+        assert!(!p.allows(root, "a/b.txt", Path::new("/etc/passwd")));
+    }
+
+    #[test]
+    fn symlink_policy_inside_allows_targets_under_the_root_only() {
+        let root = Path::new("/data/src");
+        let p = SymlinkPolicy::Inside;
+        assert!(p.allows(root, "link.txt", Path::new("/data/src/real/b.txt")));
+        assert!(!p.allows(root, "link.txt", Path::new("/data/srcother/b.txt")));
+        assert!(!p.allows(root, "link.txt", Path::new("/etc/passwd")));
+        assert!(!p.allows(root, "link", Path::new("/data/src")));
+        assert_eq!(
+            SymlinkPolicy::parse(" Inside "),
+            Some(SymlinkPolicy::Inside)
+        );
+        assert_eq!(SymlinkPolicy::parse("never"), Some(SymlinkPolicy::Never));
+        assert_eq!(SymlinkPolicy::parse("always"), None);
     }
 }

@@ -54,6 +54,8 @@ pub struct EngineSettings {
     pub exclude: Vec<std::path::PathBuf>,
     /// Source folders must lie inside one of these (canonical); empty: anywhere.
     pub allowed_roots: Vec<std::path::PathBuf>,
+    /// Which symbolic links in a source folder are followed.
+    pub follow_symlinks: crate::core::spec::SymlinkPolicy,
     /// How long in-flight uploads get to finish at shutdown before they are left for the next
     /// start.
     pub shutdown_grace: Duration,
@@ -432,13 +434,14 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         return Ok(Reconciled::Done);
     }
     let exclude = ctx.settings.exclude.clone();
+    let links = ctx.settings.follow_symlinks;
     let recorded = ctx.store.recorded_files(job_id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let walker = tokio::task::spawn_blocking(move || {
         let mut differ = Differ::new(recorded);
         let mut seen = 0u64;
         let mut receiver_gone = false;
-        crate::scan::walk(&spec, &exclude, |file| {
+        crate::scan::walk(&spec, &exclude, links, |file| {
             seen += 1;
             differ.observe(file);
             if differ.pending_len() >= SCAN_BATCH && tx.blocking_send(differ.take()).is_err() {
@@ -562,6 +565,7 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
         store: &ctx.store,
         s3: &ctx.s3,
         chunk_size: ctx.settings.chunk_size,
+        links: ctx.settings.follow_symlinks,
     };
     let version = file.version();
     let recorded = match uploader.upload(&file).await {

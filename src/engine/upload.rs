@@ -16,6 +16,7 @@ use crate::core::plan::{
     EtagCheck, MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, check_etag, expected_etag,
     md5_digest, object_key, part_range, plan_upload,
 };
+use crate::core::spec::SymlinkPolicy;
 use crate::s3::{ErrorKind, ObjectStore, S3Error};
 use crate::scan::file_version;
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
@@ -85,6 +86,7 @@ pub struct Uploader<'a> {
     pub store: &'a Store,
     pub s3: &'a ObjectStore,
     pub chunk_size: u64,
+    pub links: SymlinkPolicy,
 }
 
 /// What was sent, and what S3 should now hold.
@@ -103,7 +105,11 @@ enum Stopped {
 impl Uploader<'_> {
     #[tracing::instrument(skip_all, fields(upload_id = %file.upload_id, path = %file.path, size = file.size, attempt = file.attempt))]
     pub async fn upload(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
-        let path = local_path(&file.source_folder, &file.path);
+        // Resolved again here, not trusted from the scan: a file swapped for a link since must
+        // not lead ferry out of the folder.
+        let Some(path) = resolve_source(&file.source_folder, &file.path, self.links).await? else {
+            return Ok(Outcome::Changed { now: None });
+        };
         match current_version(&path).await {
             Ok(now) if now == Some((file.size, file.mtime_ns)) => {}
             Ok(now) => return Ok(Outcome::Changed { now }),
@@ -416,6 +422,33 @@ fn local_path(source_folder: &Path, relative: &str) -> PathBuf {
         .fold(source_folder.to_path_buf(), |p, c| p.join(c))
 }
 
+/// The real path of a job's file, if the symlink policy lets ferry read it; None when it is
+/// gone or leads where it may not (for the scan, the same as gone).
+async fn resolve_source(
+    source_folder: &Path,
+    relative: &str,
+    links: SymlinkPolicy,
+) -> Result<Option<PathBuf>, UploadError> {
+    let path = local_path(source_folder, relative);
+    let (root, resolved) = match tokio::try_join!(
+        tokio::fs::canonicalize(source_folder),
+        tokio::fs::canonicalize(&path)
+    ) {
+        Ok(both) => both,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_error(&path, source)),
+    };
+    if links.allows(&root, relative, &resolved) {
+        Ok(Some(resolved))
+    } else {
+        tracing::warn!(
+            resolved = %resolved.display(),
+            "the file is now a symbolic link that FERRY_FOLLOW_SYMLINKS does not allow; not uploading it"
+        );
+        Ok(None)
+    }
+}
+
 /// The file's size and mtime now; None when it is gone.
 async fn current_version(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
     match tokio::fs::metadata(path).await {
@@ -506,5 +539,33 @@ mod tests {
         let hex = expected_etag(&[d], false);
         assert_eq!(hex_digest(&hex), d);
         assert_eq!(normalize_etag("\"ABC\""), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_file_is_read_only_where_the_symlink_policy_allows() {
+        let base = tempfile::tempdir().unwrap();
+        let src = base.path().join("src");
+        std::fs::create_dir_all(src.join("real")).unwrap();
+        std::fs::write(src.join("real/data.txt"), b"data").unwrap();
+        std::fs::write(base.path().join("secret.txt"), b"secret").unwrap();
+        std::os::unix::fs::symlink(src.join("real/data.txt"), src.join("alias.txt")).unwrap();
+        std::os::unix::fs::symlink(base.path().join("secret.txt"), src.join("out.txt")).unwrap();
+        std::os::unix::fs::symlink(base.path(), src.join("up")).unwrap();
+        let resolve = |rel: &'static str, links| {
+            let src = src.clone();
+            async move { resolve_source(&src, rel, links).await.unwrap() }
+        };
+        let real = std::fs::canonicalize(src.join("real/data.txt")).unwrap();
+        for links in [SymlinkPolicy::Never, SymlinkPolicy::Inside] {
+            assert_eq!(resolve("real/data.txt", links).await, Some(real.clone()));
+            assert_eq!(resolve("out.txt", links).await, None);
+            assert_eq!(resolve("up/secret.txt", links).await, None);
+            assert_eq!(resolve("missing.txt", links).await, None);
+        }
+        assert_eq!(resolve("alias.txt", SymlinkPolicy::Never).await, None);
+        assert_eq!(
+            resolve("alias.txt", SymlinkPolicy::Inside).await,
+            Some(real)
+        );
     }
 }
