@@ -27,6 +27,8 @@ use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How much of a too-large body is read (and dropped) so that the 413 reaches the client.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const DEFAULT_FILES_PAGE: u32 = 1000;
 const MAX_FILES_PAGE: u32 = 10_000;
 
@@ -275,11 +277,18 @@ impl ToSchema for FileState {
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {
     /// An absolute path to an existing folder on ferry's machine.
+    #[salvo(schema(min_length = 1, pattern = "^/"))]
     source_folder: String,
     /// The S3 bucket to upload into; objects go to `{upload_id}/{relative path}`.
+    #[salvo(schema(
+        min_length = 3,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
+    ))]
     destination_bucket: String,
     /// A glob on the path relative to source_folder (`*` stays within a folder, `**` crosses).
     /// Leave it out to take every file.
+    #[salvo(schema(min_length = 1, max_length = 1024, pattern = "^[^/]"))]
     pattern: Option<String>,
 }
 
@@ -566,7 +575,13 @@ async fn read_spec(
 /// (`updated`, its generation bumped). A new pattern takes new files in and lets files that no
 /// longer match leave the count; a new folder or bucket uploads every file again, to the new
 /// place. Objects already in S3 stay.
-#[endpoint(tags("uploads"))]
+#[endpoint(
+    tags("uploads"),
+    request_body = CreateUpload,
+    parameters(("upload_id" = String, Path, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description = "The job's name: a DNS-1123 label")),
+    responses((status_code = 201, description = "Created", body = AppliedUpload))
+)]
 async fn put_upload(
     upload_id: PathParam<String>,
     req: &mut Request,
@@ -632,19 +647,35 @@ async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
     let mut body = req.take_body();
     let mut buf = Vec::new();
     let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total <= MAX_BODY_BYTES {
-                buf.extend_from_slice(&data);
-            } else if total > DRAIN_LIMIT {
-                break;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len();
+                if total <= MAX_BODY_BYTES {
+                    buf.extend_from_slice(&data);
+                } else if total > DRAIN_LIMIT {
+                    break;
+                }
             }
         }
-    }
+        Ok::<(), ApiError>(())
+    };
+    // A client that trickles its body must not hold a handler forever.
+    tokio::time::timeout(BODY_TIMEOUT, reading)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     if total > MAX_BODY_BYTES {
         return Err(too_large());
     }
@@ -732,7 +763,14 @@ async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError>
 ///
 /// Ordered by path. At most `limit` files (default 1000, at most 10000) are returned; when more
 /// remain, a `Link: <...>; rel="next"` header gives the next page (`after` = the last path).
-#[endpoint(tags("uploads"))]
+#[endpoint(
+    tags("uploads"),
+    parameters(
+        ("state" = Option<FileState>, Query, description = "Only files in this state"),
+        ("after" = Option<String>, Query, description = "Only paths after this one (the last path of the previous page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "At most this many files (default 1000)")
+    )
+)]
 async fn list_files(
     upload_id: PathParam<String>,
     state: QueryParam<String, false>,
@@ -1027,14 +1065,48 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The OpenAPI document of the API.
-pub fn openapi() -> salvo::oapi::OpenApi {
-    salvo::oapi::OpenApi::new("ferry", env!("CARGO_PKG_VERSION")).merge_router(&routes())
+///
+/// With a token, the document says so: a `bearer` security scheme required by every operation
+/// but the probes and the document itself, so that clients (and the fuzzing in CI) know.
+pub fn openapi(token_required: bool) -> salvo::oapi::OpenApi {
+    use salvo::oapi::SecurityRequirement;
+    use salvo::oapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    let doc = salvo::oapi::OpenApi::new("ferry", env!("CARGO_PKG_VERSION")).merge_router(&routes());
+    if !token_required {
+        return doc;
+    }
+    let mut doc = doc
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::new(HttpAuthScheme::Bearer)
+                    .description("FERRY_API_TOKEN, as `Authorization: Bearer <token>`"),
+            ),
+        )
+        .security([SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    let mut components = doc.components.clone();
+    let unauthorized = OaResponse::new("No token, or not the right one").add_content(
+        "application/json",
+        Content::new(ErrorBody::to_schema(&mut components)),
+    );
+    for (path, item) in doc.paths.iter_mut() {
+        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        for op in item.operations.values_mut() {
+            if open {
+                op.securities = Some(Vec::new());
+            } else {
+                op.responses.insert("401", unauthorized.clone());
+            }
+        }
+    }
+    doc.components = components;
+    doc
 }
 
 /// The whole service: routes, the OpenAPI document, JSON errors, and the token check on the
 /// guarded routes when a token is set.
 pub fn service(app: Arc<AppState>, token: Option<ApiToken>) -> Service {
-    let doc = openapi();
+    let doc = openapi(token.is_some());
     let guarded = match token {
         Some(token) => guarded_routes().hoop(RequireToken(token)),
         None => guarded_routes(),

@@ -77,6 +77,34 @@ async fn with_a_token_every_uploads_call_needs_it_and_probes_stay_open() {
     assert!(!ferry.log().contains(TOKEN), "the token is in the log");
 }
 
+#[tokio::test]
+async fn the_openapi_document_says_when_a_token_is_needed_and_never_shows_it() {
+    let ferry = Ferry::start(&[("FERRY_API_TOKEN", TOKEN)]).await;
+    let (status, doc, _) = call(&ferry, "/openapi.json", None).await;
+    assert_eq!(status, 200, "the document is open");
+    assert!(
+        !doc.to_string().contains(TOKEN),
+        "the token is in the document"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    let get_upload = &doc["paths"]["/uploads/{upload_id}"]["get"];
+    assert!(get_upload["responses"]["401"].is_object(), "{get_upload}");
+
+    let open = Ferry::start(&[]).await;
+    let (_, doc, _) = call(&open, "/openapi.json", None).await;
+    assert!(
+        doc.get("security").is_none(),
+        "no token, no security: {}",
+        doc["security"]
+    );
+    assert!(doc["paths"]["/uploads"]["get"]["responses"]["401"].is_null());
+}
+
 #[test]
 fn listening_beyond_loopback_is_refused_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,4 +328,38 @@ async fn an_eight_mib_body_is_refused_with_413_and_ferry_lives_on() {
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"]["code"], "payload_too_large");
     assert_eq!(ferry.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_after_30_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ferry = Ferry::start(&[]).await;
+    let addr = ferry
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /uploads HTTP/1.1\r\nhost: ferry\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"source",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut answer))
+        .await
+        .expect("ferry never answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    // ferry lives on (a new connection: the test client's pooled one has idled out meanwhile).
+    let health = reqwest::get(ferry.url("/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
 }
