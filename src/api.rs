@@ -972,6 +972,47 @@ async fn readyz(depot: &mut Depot) -> Result<Json<Readiness>, ApiError> {
     }))
 }
 
+/// Prometheus metrics, in the text exposition format
+///
+/// Open like the probes, for a scraper without the token: the series carry no job names, paths or
+/// buckets, only counts by state, operation and failure reason.
+#[endpoint(tags("health"), responses((status_code = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    let jobs = store.list_jobs().await?;
+    let mut tallies = store.all_tallies().await?;
+    let mut by_state: Vec<(&'static str, u64)> =
+        JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut files = FileTally::default();
+    for job in jobs {
+        let tally = tallies.remove(&job.id).unwrap_or_default();
+        let state = job_state(job.facts(), &tally);
+        if let Some(slot) = by_state.iter_mut().find(|(s, _)| *s == state.as_str()) {
+            slot.1 += 1;
+        }
+        for state in FileState::ALL {
+            files.add(*state, *tally.of(*state));
+        }
+    }
+    let snapshot = crate::metrics::Snapshot {
+        jobs: by_state,
+        files: FileState::ALL
+            .iter()
+            .map(|s| (s.as_str(), files.of(*s).files))
+            .collect(),
+        queue_depth: files.pending.files,
+    };
+    res.add_header(
+        salvo::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+        true,
+    )
+    .ok();
+    res.write_body(crate::metrics::render(&snapshot)).ok();
+    Ok(())
+}
+
 /// Puts the shared state in every request's depot.
 struct Inject(Arc<AppState>);
 
@@ -1013,6 +1054,7 @@ fn probe_routes() -> Router {
     Router::new()
         .push(Router::with_path("healthz").get(healthz))
         .push(Router::with_path("readyz").get(readyz))
+        .push(Router::with_path("metrics").get(metrics))
 }
 
 fn routes() -> Router {
@@ -1090,7 +1132,7 @@ pub fn openapi(token_required: bool) -> salvo::oapi::OpenApi {
         Content::new(ErrorBody::to_schema(&mut components)),
     );
     for (path, item) in doc.paths.iter_mut() {
-        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
         for op in item.operations.values_mut() {
             if open {
                 op.securities = Some(Vec::new());

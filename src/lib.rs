@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 pub mod s3;
 pub mod scan;
 pub mod serve;

@@ -180,6 +180,7 @@ impl ObjectStore {
         call.retry(self.retry.backoff())
             .when(S3Error::is_transient)
             .notify(|err: &S3Error, delay: Duration| {
+                crate::metrics::get().s3_retries.inc(&[what]);
                 tracing::warn!(operation = what, error = %err, retry_in_ms = delay.as_millis() as u64, "S3 request failed, retrying");
             })
             .await

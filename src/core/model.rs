@@ -86,6 +86,16 @@ impl FileTally {
         slot.bytes_sent += tally.bytes_sent;
     }
 
+    /// The files of one state.
+    pub fn of(&self, state: FileState) -> &StateTally {
+        match state {
+            FileState::Pending => &self.pending,
+            FileState::InProgress => &self.in_progress,
+            FileState::Uploaded => &self.uploaded,
+            FileState::Failed => &self.failed,
+        }
+    }
+
     pub fn total_files(&self) -> u64 {
         self.pending.files + self.in_progress.files + self.uploaded.files + self.failed.files
     }

@@ -492,6 +492,9 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         .expect("last scans lock")
         .insert(job_id.to_owned(), now_rfc3339());
     ctx.wake_dispatcher(); // a job unblocked by this scan has files waiting
+    let metrics = crate::metrics::get();
+    metrics.scans.inc();
+    metrics.scan_seconds.observe(started.elapsed());
     tracing::info!(
         files = seen,
         added,
@@ -568,8 +571,17 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
         links: ctx.settings.follow_symlinks,
     };
     let version = file.version();
-    let recorded = match uploader.upload(&file).await {
-        Ok(Outcome::Uploaded { etag }) => ctx.store.mark_uploaded(version, etag.as_deref()).await,
+    let metrics = crate::metrics::get();
+    let in_flight = crate::metrics::GaugeGuard::new(&metrics.uploads_in_flight);
+    let started = std::time::Instant::now();
+    let outcome = uploader.upload(&file).await;
+    drop(in_flight);
+    let recorded = match outcome {
+        Ok(Outcome::Uploaded { etag }) => {
+            metrics.uploaded_files.inc();
+            metrics.file_upload_seconds.observe(started.elapsed());
+            ctx.store.mark_uploaded(version, etag.as_deref()).await
+        }
         Ok(Outcome::Changed { now }) => {
             if now.is_some() {
                 tracing::info!(upload_id = %file.upload_id, path = %file.path, "the file changed while uploading; it goes again");
@@ -604,6 +616,16 @@ async fn record_failure(
     let recovery = error.recovery();
     let retry = matches!(recovery, Recovery::Resume | Recovery::StartOver)
         && attempts < ctx.settings.max_attempts;
+    let outcome = if retry {
+        "retry"
+    } else if recovery == Recovery::BlockJob {
+        "blocked"
+    } else {
+        "failed"
+    };
+    crate::metrics::get()
+        .upload_failures
+        .inc(&[error.reason(), outcome]);
     if retry {
         let delay = crate::core::plan::retry_delay(attempts);
         tracing::warn!(upload_id = %file.upload_id, path = %file.path, attempt = attempts, retry_in_s = delay.as_secs(), error = %message, "upload attempt failed; the file is tried again");

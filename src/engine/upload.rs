@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -63,6 +64,23 @@ pub enum Recovery {
 }
 
 impl UploadError {
+    /// A short, fixed name for the kind of failure (a metrics label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UploadError::Read { .. } => "read",
+            UploadError::Plan(_) => "too_large",
+            UploadError::S3(e) => match e.kind {
+                ErrorKind::Transient => "s3_transient",
+                ErrorKind::NoSuchBucket => "no_such_bucket",
+                ErrorKind::AccessDenied => "access_denied",
+                ErrorKind::NoSuchUpload => "no_such_upload",
+                ErrorKind::Permanent => "s3_refused",
+            },
+            UploadError::Verify(_) => "verification",
+            UploadError::Store(_) => "database",
+        }
+    }
+
     pub fn recovery(&self) -> Recovery {
         match self {
             UploadError::S3(e) => match e.kind {
@@ -195,10 +213,14 @@ impl Uploader<'_> {
         };
         let digest = md5_digest(&data);
         let checksum = self.s3.checksum_mode().of(&data);
+        let sending = Instant::now();
         let etag = self
             .s3
             .put_object(&file.bucket, key, data, checksum.as_deref())
             .await?;
+        let metrics = crate::metrics::get();
+        metrics.part_upload_seconds.observe(sending.elapsed());
+        metrics.uploaded_bytes.add(file.size);
         Ok(Ok(Sent {
             expected_etag: expected_etag(&[digest], false),
             expected_checksum: checksum,
@@ -252,6 +274,7 @@ impl Uploader<'_> {
             let digest = md5_digest(&data);
             let checksum = mode.of(&data);
             let part_number = i32::try_from(number).expect("at most 10,000 parts");
+            let sending = Instant::now();
             let part = self
                 .s3
                 .upload_part(
@@ -263,6 +286,10 @@ impl Uploader<'_> {
                     checksum.as_deref(),
                 )
                 .await?;
+            let metrics = crate::metrics::get();
+            metrics.part_upload_seconds.observe(sending.elapsed());
+            metrics.uploaded_bytes.add(len);
+            metrics.parts_uploaded.inc();
             let expected = expected_etag(&[digest], false);
             if let EtagCheck::Mismatch { actual, .. } = check_etag(&expected, &part.etag) {
                 return Err(UploadError::Verify(format!(
