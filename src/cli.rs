@@ -1,4 +1,5 @@
-//! The command line: `ferry serve` and its settings.
+//! The command line: `ferry serve` and its settings, `ferry schema`, and the kubectl-shaped
+//! client commands (`apply`, `get`, `describe`, `delete`).
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,6 +24,101 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the JSON schema of UploadJob manifests (for editors and CI validation).
     Schema,
+    /// Create or update the jobs declared in manifest files, like `kubectl apply`.
+    Apply(ApplyArgs),
+    /// List jobs, or one job's files.
+    Get(GetArgs),
+    /// Show one job in detail: spec, status, conditions, failing files.
+    Describe(DescribeArgs),
+    /// Delete a job (its objects in S3 stay).
+    Delete(DeleteArgs),
+}
+
+/// How the client reaches a server. The token comes from FERRY_API_TOKEN only: a flag would
+/// show it to everyone who can list processes.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "The API token, when the server has one, is read from FERRY_API_TOKEN.")]
+pub struct ClientArgs {
+    /// The ferry server's URL.
+    #[arg(
+        long,
+        env = "FERRY_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// Output format: a table for people, json or yaml for scripts.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A manifest file, or a folder of .yaml/.yml files; repeat for more.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// Follow the jobs with a progress bar until they converge; exit 1 if one FAILED.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (e.g. 90s, 30m, 2h).
+    #[arg(long, default_value = "1h")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(subcommand)]
+    pub what: GetWhat,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetWhat {
+    /// Every job, or the one named.
+    #[command(visible_aliases = ["job", "uploadjobs", "uploadjob"])]
+    Jobs { name: Option<String> },
+    /// The files a job tracks.
+    #[command(visible_alias = "file")]
+    Files {
+        /// The job.
+        name: String,
+        /// Only files in this state: PENDING, IN_PROGRESS, UPLOADED or FAILED.
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    #[command(subcommand)]
+    pub what: OneJob,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(subcommand)]
+    pub what: OneJob,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OneJob {
+    /// One job, by name.
+    #[command(visible_aliases = ["uploadjob"])]
+    Job { name: String },
 }
 
 /// The settings of `ferry serve`, as given; validated by [`RawSettings::validate`].

@@ -13,6 +13,33 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        ferry::cli::Command::Apply(a) => client_command(&a.client, |c| {
+            let wait = match a.wait {
+                false => Ok(None),
+                true => ferry::config::parse_duration(&a.timeout)
+                    .map(Some)
+                    .map_err(|e| ferry::client::ClientError::Input(format!("--timeout: {e}"))),
+            };
+            async move { ferry::client::apply(&c, &a.files, a.client.output, wait?).await }
+        }),
+        ferry::cli::Command::Get(g) => client_command(&g.client, |c| async move {
+            match g.what {
+                ferry::cli::GetWhat::Jobs { name } => {
+                    ferry::client::get_jobs(&c, name.as_deref(), g.client.output).await
+                }
+                ferry::cli::GetWhat::Files { name, state } => {
+                    ferry::client::get_files(&c, &name, state.as_deref(), g.client.output).await
+                }
+            }
+        }),
+        ferry::cli::Command::Describe(d) => client_command(&d.client, |c| async move {
+            let ferry::cli::OneJob::Job { name } = d.what;
+            ferry::client::describe_job(&c, &name, d.client.output).await
+        }),
+        ferry::cli::Command::Delete(d) => client_command(&d.client, |c| async move {
+            let ferry::cli::OneJob::Job { name } = d.what;
+            ferry::client::delete_job(&c, &name).await
+        }),
         ferry::cli::Command::Serve(args) => {
             let settings = match ferry::config::RawSettings::from(*args).validate() {
                 Ok(s) => s,
@@ -42,6 +69,38 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a client command on a small runtime; errors go to stderr with exit code 1.
+fn client_command<F, Fut>(args: &ferry::cli::ClientArgs, run: F) -> ExitCode
+where
+    F: FnOnce(ferry::client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, ferry::client::ClientError>>,
+{
+    let client = match ferry::client::Client::new(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(client)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
