@@ -26,6 +26,6 @@ ENV FERRY_LISTEN=0.0.0.0:8080 \
     FERRY_DATABASE_URL=sqlite:///data/ferry.db
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+    CMD ["sh", "-c", "curl -fsS http://127.0.0.1:8080/healthz || exit 1"]
 ENTRYPOINT ["ferry"]
 CMD ["serve"]

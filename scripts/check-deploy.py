@@ -52,6 +52,15 @@ for volume in ferry.get("volumes", []) + ls.get("volumes", []):
     host = volume.split(":")[0]
     if host.startswith("./"):
         check((ROOT / host).exists(), f"compose: mounted path {host} does not exist")
+jobs_dir = next((v.split(":")[1] for v in ferry.get("volumes", []) if v.startswith("./deploy/compose/jobs:")), None)
+check(jobs_dir is not None and env.get("FERRY_MANIFESTS_DIR") == jobs_dir,
+      "compose: the sample manifest folder must be mounted at FERRY_MANIFESTS_DIR")
+mounted = {v.split(":")[1]: v.split(":")[0] for v in ferry.get("volumes", []) if v.startswith("./")}
+for manifest in (ROOT / "deploy/compose/jobs").glob("*.yaml"):
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        spec = (doc or {}).get("spec", {})
+        check(spec.get("sourceFolder") in mounted, f"compose: {manifest.name} uploads {spec.get('sourceFolder')}, which is not mounted")
+        check(spec.get("sourceFolder") == env.get("FERRY_ALLOWED_ROOTS"), f"compose: {manifest.name}'s folder is outside FERRY_ALLOWED_ROOTS")
 for f in (ROOT / "deploy/localstack/ready.d").glob("*.sh"):
     check(f.stat().st_mode & 0o111 != 0, f"{f.name} must be executable for LocalStack to run it")
 

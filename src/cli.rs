@@ -67,6 +67,9 @@ pub struct ApplyArgs {
     /// Follow the jobs with a progress bar until they converge; exit 1 if one FAILED.
     #[arg(long)]
     pub wait: bool,
+    /// Only read and validate the manifests, as ferry would; send nothing (no server needed).
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
     /// How long --wait waits (e.g. 90s, 30m, 2h).
     #[arg(long, default_value = "1h")]
     pub timeout: String,

@@ -13,6 +13,15 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        ferry::cli::Command::Apply(a) if a.dry_run => {
+            match ferry::client::apply_dry_run(&a.files) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         ferry::cli::Command::Apply(a) => client_command(&a.client, |c| {
             let wait = match a.wait {
                 false => Ok(None),

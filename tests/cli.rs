@@ -273,6 +273,29 @@ async fn errors_say_what_is_wrong_and_a_bad_manifest_applies_nothing() {
         "a job was applied from a bad file"
     );
 
+    // --dry-run checks the same way, with no server at all, and sends nothing.
+    let run = ferry_cli(
+        "http://127.0.0.1:9",
+        &["apply", "--dry-run", "-f", bad_file.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("bad.yaml document 2"), "{}", run.stderr);
+    let good_file = dir.path().join("good.yaml");
+    let run = ferry_cli(
+        "http://127.0.0.1:9",
+        &["apply", "--dry-run", "-f", good_file.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("uploadjob/good-job valid (dry run"),
+        "{}",
+        run.stdout
+    );
+
     // A missing file, a server-side refusal (the folder does not exist there).
     let run = ferry_cli(&server, &["apply", "-f", "/nonexistent/job.yaml"], &token).await;
     assert_eq!(run.code, 1);

@@ -226,6 +226,17 @@ fn read_manifest(file: &Path) -> Result<String> {
         .map_err(|_| ClientError::Input(format!("{} is not UTF-8 text", file.display())))
 }
 
+/// `ferry apply -f ... --dry-run`: the jobs the manifests declare, validated, and nothing sent.
+pub fn apply_dry_run(files: &[PathBuf]) -> Result<ExitCode> {
+    for job in read_manifests(files)? {
+        println!(
+            "uploadjob/{} valid (dry run, from {})",
+            job.name, job.source
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `ferry apply -f ...`: PUT every declared job; with `wait`, follow them until they converge.
 pub async fn apply(
     client: &Client,
