@@ -9,9 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
 use crate::config::DatabaseLocation;
 use crate::core::diff::{RecordedFile, SeenFile};
@@ -242,6 +243,15 @@ impl Store {
         } else {
             8
         };
+        if matches!(location, DatabaseLocation::File(_)) {
+            // One connection first switches a new file to WAL and migrates it, alone: pool
+            // connections opening at the same moment could otherwise meet the switch and fail
+            // with "database is locked" (SQLite does not wait on a journal-mode change; seen in
+            // CI). WAL is then a property of the file, and later connections find it set.
+            let mut first = SqliteConnection::connect_with(&options).await?;
+            sqlx::migrate!("./migrations").run(&mut first).await?;
+            first.close().await?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
@@ -249,7 +259,9 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        if matches!(location, DatabaseLocation::Memory) {
+            sqlx::migrate!("./migrations").run(&pool).await?;
+        }
         Ok(Store { pool })
     }
 
