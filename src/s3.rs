@@ -528,6 +528,18 @@ where
                         "access to bucket {b:?} was refused (HTTP {status} {code}): check the credentials and the bucket policy"
                     )
                 }
+                // A 2xx "error" is an answer the SDK could not read (an S3-compatible store
+                // that departs from S3's format): say what it could not read.
+                _ if (200..300).contains(&status) => {
+                    let mut why = service.err().to_string();
+                    let mut source = std::error::Error::source(service.err());
+                    while let Some(e) = source {
+                        why = format!("{why}: {e}");
+                        source = e.source();
+                    }
+                    let why: String = why.chars().take(300).collect();
+                    format!("S3 answered HTTP {status} with a body that is not S3's format ({why})")
+                }
                 _ if code.is_empty() => format!("S3 answered HTTP {status}"),
                 _ if message.is_empty() => format!("S3 answered HTTP {status} {code}"),
                 _ => format!("S3 answered HTTP {status} {code}: {message}"),

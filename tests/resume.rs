@@ -56,8 +56,9 @@ async fn a_multipart_upload_killed_midway_resumes_at_part_granularity() {
         1,
         "the upload was started over"
     );
+    // Up to 4 parts travel at once (PARTS_IN_FLIGHT): those may go twice, no others.
     assert!(
-        (parts..=parts + 1).contains(&sent),
+        (parts..=parts + 4).contains(&sent),
         "{sent} parts sent for a {parts}-part file ({sent_before_kill} before the kill)"
     );
     assert!(
@@ -511,7 +512,7 @@ async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
         "the upload was started over"
     );
     assert!(
-        proxy.received("UploadPart") <= 41,
+        proxy.received("UploadPart") <= 40 + 4,
         "{} parts sent",
         proxy.received("UploadPart")
     );

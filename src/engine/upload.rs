@@ -9,6 +9,9 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -100,6 +103,10 @@ impl UploadError {
     }
 }
 
+/// Parts of one file sent at once. Each holds one part in memory, so one large file takes at
+/// most this many parts of memory (4 x 5 MiB at the default part size).
+const PARTS_IN_FLIGHT: usize = 4;
+
 pub struct Uploader<'a> {
     pub store: &'a Store,
     pub s3: &'a ObjectStore,
@@ -123,34 +130,36 @@ enum Stopped {
 impl Uploader<'_> {
     #[tracing::instrument(skip_all, fields(upload_id = %file.upload_id, path = %file.path, size = file.size, attempt = file.attempt))]
     pub async fn upload(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
-        // Resolved again here, not trusted from the scan: a file swapped for a link since must
-        // not lead ferry out of the folder.
-        let Some(path) = resolve_source(&file.source_folder, &file.path, self.links).await? else {
-            return Ok(Outcome::Changed { now: None });
-        };
-        match current_version(&path).await {
-            Ok(now) if now == Some((file.size, file.mtime_ns)) => {}
-            Ok(now) => return Ok(Outcome::Changed { now }),
-            Err(source) => return Err(read_error(&path, source)),
-        }
         let key = object_key(&file.upload_id, &file.path);
         let plan = plan_upload(file.size, self.chunk_size)?;
-        let mut reader = match tokio::fs::File::open(&path).await {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Outcome::Changed { now: None });
-            }
-            Err(source) => return Err(read_error(&path, source)),
+        // Every local step (resolve, stat, open, and for a small file the whole read and the
+        // stat after it) in one trip to the blocking pool: per file, the hand-offs between
+        // threads cost more than the work.
+        let (folder, relative, links) = (file.source_folder.clone(), file.path.clone(), self.links);
+        let part_size = match plan {
+            UploadPlan::Single => None,
+            UploadPlan::Multipart { part_size, .. } => Some(part_size),
         };
-
-        let sent = match plan {
-            UploadPlan::Single => self.put_single(file, &path, &key, &mut reader).await?,
-            UploadPlan::Multipart { part_size, .. } => {
-                self.put_multipart(file, &path, &key, &mut reader, part_size)
-                    .await?
+        let (claimed, whole) = ((file.size, file.mtime_ns), part_size.is_none());
+        let local = tokio::task::spawn_blocking(move || {
+            open_local(&folder, &relative, links, claimed, whole)
+        })
+        .await
+        .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
+        let (path, mut reader) = match local {
+            Local::Changed(now) => return Ok(Outcome::Changed { now }),
+            Local::Whole(data) => {
+                let sent = self.put_single(file, &key, data).await?;
+                return self.verify(file, &key, sent).await;
             }
+            Local::Open(path, f) => (path, tokio::fs::File::from_std(f)),
         };
-        let sent = match sent {
+        // Open only comes for a multipart plan.
+        let part_size = part_size.unwrap_or(self.chunk_size);
+        let sent = match self
+            .put_multipart(file, &path, &key, &mut reader, part_size)
+            .await?
+        {
             Ok(sent) => sent,
             Err(Stopped::Changed(now)) => return Ok(Outcome::Changed { now }),
             Err(Stopped::Superseded) => return Ok(Outcome::Superseded),
@@ -203,14 +212,9 @@ impl Uploader<'_> {
     async fn put_single(
         &self,
         file: &ClaimedFile,
-        path: &Path,
         key: &str,
-        reader: &mut tokio::fs::File,
-    ) -> Result<Result<Sent, Stopped>, UploadError> {
-        let data = match read_part(reader, 0, file.size).await {
-            Ok(d) => d,
-            Err(e) => return changed_or(path, file, e).await,
-        };
+        data: Bytes,
+    ) -> Result<Sent, UploadError> {
         let digest = md5_digest(&data);
         let checksum = self.s3.checksum_mode().of(&data);
         let sending = Instant::now();
@@ -221,11 +225,11 @@ impl Uploader<'_> {
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(file.size);
-        Ok(Ok(Sent {
+        Ok(Sent {
             expected_etag: expected_etag(&[digest], false),
             expected_checksum: checksum,
             etag,
-        }))
+        })
     }
 
     async fn put_multipart(
@@ -262,51 +266,30 @@ impl Uploader<'_> {
         let part_size = upload.part_size;
         let parts = file.size.div_ceil(part_size);
         let upload_id = upload.multipart_upload_id.as_str();
-        for number in 1..=parts {
-            if done.contains_key(&(number as i64)) {
-                continue;
+        // Up to PARTS_IN_FLIGHT parts travel at once: reading stays in order on this task, and
+        // each part is recorded as soon as S3 acknowledges it, in whatever order that happens,
+        // so a crash still loses only the parts in flight.
+        let missing: Vec<u64> = (1..=parts)
+            .filter(|n| !done.contains_key(&(*n as i64)))
+            .collect();
+        let mut todo = missing.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < PARTS_IN_FLIGHT {
+                let Some(number) = todo.next() else { break };
+                let (offset, len) = part_range(file.size, part_size, number);
+                let data = match read_part(reader, offset, len).await {
+                    Ok(d) => d,
+                    Err(e) => return changed_or(path, file, e).await,
+                };
+                in_flight.push(self.send_part(file, key, upload_id, number, len, data));
             }
-            let (offset, len) = part_range(file.size, part_size, number);
-            let data = match read_part(reader, offset, len).await {
-                Ok(d) => d,
-                Err(e) => return changed_or(path, file, e).await,
+            let Some(sent) = in_flight.next().await else {
+                break;
             };
-            let digest = md5_digest(&data);
-            let checksum = mode.of(&data);
-            let part_number = i32::try_from(number).expect("at most 10,000 parts");
-            let sending = Instant::now();
-            let part = self
-                .s3
-                .upload_part(
-                    &file.bucket,
-                    key,
-                    upload_id,
-                    part_number,
-                    data,
-                    checksum.as_deref(),
-                )
-                .await?;
-            let metrics = crate::metrics::get();
-            metrics.part_upload_seconds.observe(sending.elapsed());
-            metrics.uploaded_bytes.add(len);
-            metrics.parts_uploaded.inc();
-            let expected = expected_etag(&[digest], false);
-            if let EtagCheck::Mismatch { actual, .. } = check_etag(&expected, &part.etag) {
-                return Err(UploadError::Verify(format!(
-                    "part {number} of {key:?}: S3 answered ETag {actual}, the bytes sent give {expected}"
-                )));
-            }
-            let record = PartRecord {
-                number: number as i64,
-                size: len as i64,
-                etag: part.etag,
-                checksum,
-                md5: expected,
-            };
-            if !self.store.record_part(version, upload_id, &record).await? {
+            let Some(record) = sent? else {
                 return Ok(Err(Stopped::Superseded));
-            }
-            tracing::debug!(part = number, bytes = len, "part uploaded");
+            };
             done.insert(record.number, record);
         }
         let completed: Vec<crate::s3::UploadedPart> = done
@@ -322,6 +305,60 @@ impl Uploader<'_> {
             .complete_multipart_upload(&file.bucket, key, upload_id, &completed)
             .await?;
         Ok(Ok(expectations(mode, &done, etag)))
+    }
+
+    /// Sends one part and records it; None when the file was superseded meanwhile.
+    async fn send_part(
+        &self,
+        file: &ClaimedFile,
+        key: &str,
+        upload_id: &str,
+        number: u64,
+        len: u64,
+        data: Bytes,
+    ) -> Result<Option<PartRecord>, UploadError> {
+        let mode = self.s3.checksum_mode();
+        let digest = md5_digest(&data);
+        let checksum = mode.of(&data);
+        let part_number = i32::try_from(number).expect("at most 10,000 parts");
+        let sending = Instant::now();
+        let part = self
+            .s3
+            .upload_part(
+                &file.bucket,
+                key,
+                upload_id,
+                part_number,
+                data,
+                checksum.as_deref(),
+            )
+            .await?;
+        let metrics = crate::metrics::get();
+        metrics.part_upload_seconds.observe(sending.elapsed());
+        metrics.uploaded_bytes.add(len);
+        metrics.parts_uploaded.inc();
+        let expected = expected_etag(&[digest], false);
+        if let EtagCheck::Mismatch { actual, .. } = check_etag(&expected, &part.etag) {
+            return Err(UploadError::Verify(format!(
+                "part {number} of {key:?}: S3 answered ETag {actual}, the bytes sent give {expected}"
+            )));
+        }
+        let record = PartRecord {
+            number: number as i64,
+            size: len as i64,
+            etag: part.etag,
+            checksum,
+            md5: expected,
+        };
+        if !self
+            .store
+            .record_part(file.version(), upload_id, &record)
+            .await?
+        {
+            return Ok(None);
+        }
+        tracing::debug!(part = number, bytes = len, "part uploaded");
+        Ok(Some(record))
     }
 
     /// Picks up the multipart upload an earlier attempt left: the parts both the store recorded
@@ -450,17 +487,16 @@ fn local_path(source_folder: &Path, relative: &str) -> PathBuf {
 }
 
 /// The real path of a job's file, if the symlink policy lets ferry read it; None when it is
-/// gone or leads where it may not (for the scan, the same as gone).
-async fn resolve_source(
+/// gone or leads where it may not (for the scan, the same as gone). Blocking.
+fn resolve_source(
     source_folder: &Path,
     relative: &str,
     links: SymlinkPolicy,
 ) -> Result<Option<PathBuf>, UploadError> {
     let path = local_path(source_folder, relative);
-    let (root, resolved) = match tokio::try_join!(
-        tokio::fs::canonicalize(source_folder),
-        tokio::fs::canonicalize(&path)
-    ) {
+    let both = std::fs::canonicalize(source_folder)
+        .and_then(|root| std::fs::canonicalize(&path).map(|resolved| (root, resolved)));
+    let (root, resolved) = match both {
         Ok(both) => both,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(read_error(&path, source)),
@@ -474,6 +510,61 @@ async fn resolve_source(
         );
         Ok(None)
     }
+}
+
+/// A claimed file, as found on disk.
+enum Local {
+    /// Gone, changed, or now a link the policy refuses: not the version claimed.
+    Changed(Option<(u64, i64)>),
+    /// A small file, read whole, and still the version claimed after the read.
+    Whole(Bytes),
+    /// A large file, open for reading part by part.
+    Open(PathBuf, std::fs::File),
+}
+
+/// Resolves, checks and opens a claimed file (reading it whole when `whole`). Blocking.
+///
+/// Resolved again here, not trusted from the scan: a file swapped for a link since must not lead
+/// ferry out of the folder.
+fn open_local(
+    source_folder: &Path,
+    relative: &str,
+    links: SymlinkPolicy,
+    claimed: (u64, i64),
+    whole: bool,
+) -> Result<Local, UploadError> {
+    let Some(path) = resolve_source(source_folder, relative, links)? else {
+        return Ok(Local::Changed(None));
+    };
+    let version = |path: &Path| match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(Some(file_version(&meta))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_error(path, e)),
+    };
+    let now = version(&path)?;
+    if now != Some(claimed) {
+        return Ok(Local::Changed(now));
+    }
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Changed(None)),
+        Err(e) => return Err(read_error(&path, e)),
+    };
+    if !whole {
+        return Ok(Local::Open(path, f));
+    }
+    let len =
+        usize::try_from(claimed.0).map_err(|e| read_error(&path, std::io::Error::other(e)))?;
+    let mut buf = vec![0u8; len];
+    let read = std::io::Read::read_exact(&mut f, &mut buf);
+    // The bytes read must be the version claimed from start to end.
+    let now = version(&path)?;
+    if now != Some(claimed) {
+        return Ok(Local::Changed(now));
+    }
+    read.map_err(|e| read_error(&path, e))?;
+    Ok(Local::Whole(Bytes::from(buf)))
 }
 
 /// The file's size and mtime now; None when it is gone.
@@ -580,7 +671,7 @@ mod tests {
         std::os::unix::fs::symlink(base.path(), src.join("up")).unwrap();
         let resolve = |rel: &'static str, links| {
             let src = src.clone();
-            async move { resolve_source(&src, rel, links).await.unwrap() }
+            async move { resolve_source(&src, rel, links).unwrap() }
         };
         let real = std::fs::canonicalize(src.join("real/data.txt")).unwrap();
         for links in [SymlinkPolicy::Never, SymlinkPolicy::Inside] {

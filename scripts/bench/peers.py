@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""ferry against aws s3 sync, s5cmd and rclone, on the same data and the same local S3 server.
+
+Run through scripts/bench-peers.sh, which installs the peers and builds ferry. Each workload is
+run by every tool `--runs` times, the tools interleaved run by run so that a noisy moment hurts
+all of them alike; the figures are medians. ferry is timed from its POST /uploads to COMPLETED on
+a freshly started `ferry serve` (release build, fresh database), and its CPU and peak RSS are
+read from /proc for that process; the peers are timed as whole processes by GNU time.
+
+No-op: each tool uploads 100,000 small files once (not timed), then the timed runs repeat the
+sync over the unchanged folder. For ferry that is a rescan (POST /uploads/{id}/rescan until the
+job's scanned_at moves).
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answers at {url}")
+
+
+# ---- data ----
+
+def write_random(path, size, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * MIB)
+            f.write(rng.randbytes(n))
+            left -= n
+
+
+def make_data(root, workload, noop_files):
+    """The workload's folder, created once and reused (its mtimes must not change)."""
+    folder = root / workload
+    done = folder.with_suffix(".done")
+    if done.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    rng = random.Random(42)
+    if workload == "small":
+        for i in range(2000):
+            write_random(folder / f"f{i:05d}.bin", 16 * KIB, rng)
+    elif workload == "large":
+        write_random(folder / "big.bin", 1024 * MIB, rng)
+    elif workload == "mixed":
+        for i, size in enumerate([200 * MIB, 64 * MIB, 64 * MIB, 24 * MIB]):
+            write_random(folder / "media" / f"video{i}.bin", size, rng)
+        for i in range(1000):
+            depth = f"d{i % 5}/e{i % 7}" if i % 3 else f"d{i % 5}"
+            write_random(folder / "docs" / depth / f"doc{i:04d}.txt", rng.randint(1 * KIB, 256 * KIB), rng)
+    elif workload == "noop":
+        for i in range(noop_files):
+            write_random(folder / f"d{i // 1000:03d}" / f"f{i:06d}.txt", 1 * KIB, rng)
+    else:
+        raise SystemExit(f"unknown workload {workload}")
+    done.touch()
+    return folder
+
+
+def folder_bytes(folder):
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# ---- servers ----
+
+class Server:
+    def __init__(self, kind, work, tools):
+        self.kind = kind
+        self.proc = None
+        if kind == "rclone":
+            self.port = free_port()
+            self.root = work / "s3root"
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root.mkdir(parents=True)
+            self.proc = subprocess.Popen(
+                [str(tools / "rclone"), "serve", "s3", "--auth-key", "test,test", "--addr",
+                 f"127.0.0.1:{self.port}", "--log-level", "ERROR", str(self.root)],
+                stdout=subprocess.DEVNULL, stderr=open(work / "rclone-serve.log", "w"))
+        else:
+            subprocess.run([str(ROOT / "scripts" / "localstack.sh"), "start"], check=True)
+            self.port = 4566
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_http(self.url)
+
+    def version(self, tools):
+        if self.kind == "rclone":
+            out = subprocess.run([str(tools / "rclone"), "version"], capture_output=True, text=True).stdout
+            return f"rclone serve s3 ({out.splitlines()[0]})"
+        return "LocalStack 4.14 (S3)"
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+# ---- tools ----
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def env_with(extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FERRY_", "RCLONE_"))}
+    env.update(AWS_ENV)
+    env.update(extra)
+    return env
+
+
+def make_bucket(tools, server, bucket):
+    subprocess.run([str(tools / "s5cmd"), "--endpoint-url", server.url, "mb", f"s3://{bucket}"],
+                   env=env_with({}), check=True, capture_output=True)
+
+
+def timed(cmd, env):
+    """Wall, CPU (user+sys) and peak RSS (KiB) of a whole process, by GNU time."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        run = subprocess.run(["/usr/bin/time", "-o", out.name, "-f", "%e %U %S %M", *cmd],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed: {run.stderr[-2000:]}")
+        wall, user, sys_, rss = out.read().split()[-4:]
+    return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss_kib": int(rss)}
+
+
+def peer_cmd(tool, tools, server, folder, bucket):
+    dest = f"s3://{bucket}/run"
+    if tool == "aws":
+        return [str(tools / "aws"), "s3", "sync", str(folder), dest, "--endpoint-url", server.url, "--only-show-errors"], {}
+    if tool == "s5cmd":
+        return [str(tools / "s5cmd"), "--endpoint-url", server.url, "sync", f"{folder}/", f"{dest}/"], {}
+    if tool == "rclone":
+        env = {
+            "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": server.url, "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "test",
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "test", "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+            "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
+        }
+        return [str(tools / "rclone"), "sync", str(folder), f"bench:{bucket}/run"], env
+    raise SystemExit(tool)
+
+
+class Ferry:
+    """A fresh `ferry serve` (release build) with its own database."""
+
+    def __init__(self, server, work):
+        self.dir = Path(tempfile.mkdtemp(dir=work))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = env_with({
+            "AWS_ENDPOINT_URL": server.url, "FERRY_S3_FORCE_PATH_STYLE": "true",
+            "FERRY_LISTEN": f"127.0.0.1:{self.port}", "FERRY_DATABASE_URL": f"sqlite://{self.dir}/ferry.db",
+            "FERRY_LOG": "warn",
+        })
+        self.proc = subprocess.Popen([str(ROOT / "target" / "release" / "ferry"), "serve"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "ferry.log", "w"))
+        wait_http(self.base + "/healthz")
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def upload(self, folder, bucket):
+        cpu0, t0 = self.cpu_seconds(), time.perf_counter()
+        job = self.call("POST", "/uploads", {"source_folder": str(folder), "destination_bucket": bucket})
+        job_id = job["upload_id"]
+        while True:
+            state = self.call("GET", f"/uploads/{job_id}")
+            if state["state"] in ("COMPLETED", "FAILED"):
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        if state["state"] != "COMPLETED":
+            raise SystemExit(f"ferry's job failed: {state}")
+        return job_id, {"wall": wall, "cpu": self.cpu_seconds() - cpu0, "rss_kib": self.peak_rss_kib()}
+
+    def rescan(self, job_id):
+        before = self.call("GET", f"/uploads/{job_id}")["scanned_at"]
+        cpu0, t0 = self.cpu_seconds(), time.perf_counter()
+        self.call("POST", f"/uploads/{job_id}/rescan")
+        while self.call("GET", f"/uploads/{job_id}")["scanned_at"] == before:
+            time.sleep(0.02)
+        return {"wall": time.perf_counter() - t0, "cpu": self.cpu_seconds() - cpu0, "rss_kib": self.peak_rss_kib()}
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- the runs ----
+
+def run_workload(workload, folder, args, tools, server, work, results):
+    tool_names = ["ferry", "aws", "s5cmd", "rclone"]
+    if workload != "noop":
+        for r in range(args.runs):
+            order = tool_names[r % 4:] + tool_names[:r % 4]
+            for tool in order:
+                bucket = f"bench-{workload}-{tool}-{r}-{random.randrange(1 << 30):x}"
+                make_bucket(tools, server, bucket)
+                if tool == "ferry":
+                    ferry = Ferry(server, work)
+                    try:
+                        _, m = ferry.upload(folder, bucket)
+                    finally:
+                        ferry.stop()
+                else:
+                    cmd, env = peer_cmd(tool, tools, server, folder, bucket)
+                    m = timed(cmd, env_with(env))
+                results.setdefault(workload, {}).setdefault(tool, []).append(m)
+                print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
+        return
+    # No-op: one untimed upload per tool, then timed repeats over the unchanged folder.
+    for tool in tool_names:
+        bucket = f"bench-noop-{tool}-{random.randrange(1 << 30):x}"
+        make_bucket(tools, server, bucket)
+        started = time.perf_counter()
+        if tool == "ferry":
+            ferry = Ferry(server, work)
+            job_id, _ = ferry.upload(folder, bucket)
+        else:
+            cmd, env = peer_cmd(tool, tools, server, folder, bucket)
+            timed(cmd, env_with(env))
+        print(f"  noop   setup   {tool:7} first upload took {time.perf_counter() - started:7.1f} s", flush=True)
+        try:
+            for r in range(args.runs):
+                if tool == "ferry":
+                    m = ferry.rescan(job_id)
+                else:
+                    m = timed(cmd, env_with(env))
+                results.setdefault(workload, {}).setdefault(tool, []).append(m)
+                print(f"  noop   run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
+        finally:
+            if tool == "ferry":
+                ferry.stop()
+
+
+def summarize(results, sizes):
+    rows = []
+    for workload, by_tool in results.items():
+        med = {t: {"wall": statistics.median(m["wall"] for m in ms), "cpu": statistics.median(m["cpu"] for m in ms),
+                   "rss_kib": max(m["rss_kib"] for m in ms), "runs": len(ms)} for t, ms in by_tool.items()}
+        peers = {t: v for t, v in med.items() if t != "ferry"}
+        best = min(peers, key=lambda t: peers[t]["wall"]) if peers else None
+        for tool, v in med.items():
+            rows.append({"workload": workload, "tool": tool, **v,
+                         "ratio_to_best_peer": v["wall"] / peers[best]["wall"] if best else None,
+                         "best_peer": best, "bytes": sizes[workload]})
+    return rows
+
+
+def markdown(rows, meta):
+    out = [f"Server: {meta['server']}. Machine: {meta['machine']}. Runs per figure: {meta['runs']} (median wall and CPU; RSS is the highest).", ""]
+    out.append("| workload | tool | wall (s) | vs best peer | CPU user+sys (s) | CPU s per GiB | peak RSS (MiB) |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        gib = r["bytes"] / (1024 * MIB)
+        per_gib = f"{r['cpu'] / gib:.2f}" if gib >= 0.01 else "-"
+        ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] else "-"
+        out.append(f"| {r['workload']} | {r['tool']} | {r['wall']:.2f} | {ratio} | {r['cpu']:.2f} | {per_gib} | {r['rss_kib'] / 1024:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", choices=["rclone", "localstack"], default="rclone")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--workloads", default="small,large,mixed,noop")
+    p.add_argument("--noop-files", type=int, default=100_000)
+    p.add_argument("--tools", type=Path, required=True, help="folder with aws, s5cmd, rclone")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
+    p.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    server = Server(args.server, args.work, args.tools)
+    results, sizes = {}, {}
+    try:
+        for workload in args.workloads.split(","):
+            folder = make_data(args.work / "data", workload, args.noop_files)
+            sizes[workload] = folder_bytes(folder)
+            print(f"{workload}: {sum(1 for p in folder.rglob('*') if p.is_file())} files, {sizes[workload] / MIB:.1f} MiB", flush=True)
+            run_workload(workload, folder, args, args.tools, server, args.work, results)
+    finally:
+        server_name = server.version(args.tools)
+        server.stop()
+    versions = {
+        "ferry": subprocess.run([str(ROOT / "target/release/ferry"), "--version"], capture_output=True, text=True).stdout.strip(),
+        "aws": subprocess.run([str(args.tools / "aws"), "--version"], capture_output=True, text=True).stdout.strip(),
+        "s5cmd": subprocess.run([str(args.tools / "s5cmd"), "version"], capture_output=True, text=True).stdout.strip(),
+        "rclone": subprocess.run([str(args.tools / "rclone"), "version"], capture_output=True, text=True).stdout.splitlines()[0],
+    }
+    meta = {"server": server_name, "runs": args.runs, "versions": versions,
+            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"}
+    rows = summarize(results, sizes)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (args.out / f"peers-{args.server}-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows, "raw": results}, indent=2))
+    md = markdown(rows, meta)
+    (args.out / f"peers-{args.server}-{stamp}.md").write_text(md)
+    print()
+    print(md)
+    print("versions: " + "; ".join(f"{k} {v}" for k, v in versions.items()))
+
+
+if __name__ == "__main__":
+    main()
