@@ -188,6 +188,10 @@ class Ferry:
             "FERRY_LISTEN": f"127.0.0.1:{self.port}", "FERRY_DATABASE_URL": f"sqlite://{self.dir}/ferry.db",
             "FERRY_LOG": "warn",
         })
+        # Extra settings for experiments, e.g. BENCH_FERRY_ENV="FERRY_CONCURRENCY=16".
+        for pair in os.environ.get("BENCH_FERRY_ENV", "").split():
+            k, _, v = pair.partition("=")
+            env[k] = v
         self.proc = subprocess.Popen([str(ROOT / "target" / "release" / "ferry"), "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(self.dir / "ferry.log", "w"))
         wait_http(self.base + "/healthz")
@@ -240,10 +244,11 @@ class Ferry:
 # ---- the runs ----
 
 def run_workload(workload, folder, args, tools, server, work, results):
-    tool_names = ["ferry", "aws", "s5cmd", "rclone"]
+    tool_names = [t for t in ["ferry", "aws", "s5cmd", "rclone"] if t in args.only.split(",")]
     if workload != "noop":
         for r in range(args.runs):
-            order = tool_names[r % 4:] + tool_names[:r % 4]
+            k = r % len(tool_names)
+            order = tool_names[k:] + tool_names[:k]
             for tool in order:
                 bucket = f"bench-{workload}-{tool}-{r}-{random.randrange(1 << 30):x}"
                 make_bucket(tools, server, bucket)
@@ -316,6 +321,7 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workloads", default="small,large,mixed,noop")
     p.add_argument("--noop-files", type=int, default=100_000)
+    p.add_argument("--only", default="ferry,aws,s5cmd,rclone", help="the tools to run, comma-separated")
     p.add_argument("--tools", type=Path, required=True, help="folder with aws, s5cmd, rclone")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
     p.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
