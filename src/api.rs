@@ -775,7 +775,8 @@ async fn list_files(
     upload_id: PathParam<String>,
     state: QueryParam<String, false>,
     after: QueryParam<String, false>,
-    limit: QueryParam<u32, false>,
+    // Read as text: a limit that is not a whole number must be refused, not defaulted.
+    limit: QueryParam<String, false>,
     depot: &mut Depot,
     res: &mut Response,
 ) -> Result<Json<Vec<FileView>>, ApiError> {
@@ -790,7 +791,10 @@ async fn list_files(
             )
         })?),
     };
-    let limit = limit.into_inner().unwrap_or(DEFAULT_FILES_PAGE);
+    let limit = match limit.into_inner() {
+        None => DEFAULT_FILES_PAGE,
+        Some(raw) => raw.trim().parse::<u32>().unwrap_or(0),
+    };
     if !(1..=MAX_FILES_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_limit",
