@@ -13,19 +13,7 @@ VENV="$CACHE/deploy-tools"
 
 log() { echo "check-chart.sh: $*" >&2; }
 
-find_python() {
-  local root="" candidate
-  command -v pyenv >/dev/null 2>&1 && root="$(pyenv root)"
-  for candidate in ${root:+$root/versions/3.13*/bin/python3 $root/versions/3.12*/bin/python3} python3.13 python3.12 python3; do
-    candidate="$(command -v "$candidate" 2>/dev/null || true)"
-    [[ -n "$candidate" ]] || continue
-    if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 12) else 1)' 2>/dev/null; then
-      echo "$candidate"; return
-    fi
-  done
-  log "no Python 3.12 or 3.13 found: install one (pyenv install 3.13)"
-  exit 1
-}
+source scripts/python.sh
 
 marker="$VENV/.ferry-installed"
 if [[ ! -f "$marker" || "$(cat "$marker")" != "${PINS[*]}" ]]; then

@@ -20,6 +20,7 @@ use crate::config::ApiToken;
 use crate::core::model::{FileState, FileTally, JobState, conditions, job_state, progress};
 use crate::core::spec::{JobName, JobSpec, SpecError, within_roots};
 use crate::core::time::rfc3339_from_unix_nanos;
+use crate::core::url::percent_encode;
 use crate::engine::Context;
 use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
 
@@ -825,17 +826,6 @@ async fn list_files(
         }
     }
     Ok(Json(rows.into_iter().map(FileView::from).collect()))
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Scan an upload job's folder now

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::{ClientArgs, Output};
+use crate::core::url::percent_encode;
 use crate::manifest::{DeclaredJob, MAX_MANIFEST_BYTES, parse_file};
 
 /// Why a client command could not do what it was asked.
@@ -140,17 +141,6 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cause.to_string()
 }
 
-fn encode_path(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn print(output: Output, value: &Value, table: impl FnOnce() -> String) {
     let text = match output {
         Output::Table => table(),
@@ -257,7 +247,7 @@ pub async fn apply(
         let answer = client
             .call(
                 reqwest::Method::PUT,
-                &format!("/uploads/{}", encode_path(&job.name)),
+                &format!("/uploads/{}", percent_encode(&job.name)),
                 Some(&body),
             )
             .await
@@ -318,7 +308,7 @@ async fn wait_for(
                 client
                     .call(
                         reqwest::Method::GET,
-                        &format!("/uploads/{}", encode_path(name)),
+                        &format!("/uploads/{}", percent_encode(name)),
                         None,
                     )
                     .await?,
@@ -400,7 +390,7 @@ pub async fn get_jobs(client: &Client, name: Option<&str>, output: Output) -> Re
             client
                 .call(
                     reqwest::Method::GET,
-                    &format!("/uploads/{}", encode_path(n)),
+                    &format!("/uploads/{}", percent_encode(n)),
                     None,
                 )
                 .await?
@@ -421,9 +411,9 @@ pub async fn get_jobs(client: &Client, name: Option<&str>, output: Output) -> Re
 
 /// Every file of a job, following the `Link: rel="next"` pages.
 async fn all_files(client: &Client, name: &str, state: Option<&str>) -> Result<Vec<Value>> {
-    let mut path = format!("/uploads/{}/files?limit=1000", encode_path(name));
+    let mut path = format!("/uploads/{}/files?limit=1000", percent_encode(name));
     if let Some(s) = state {
-        path.push_str(&format!("&state={}", encode_path(s)));
+        path.push_str(&format!("&state={}", percent_encode(s)));
     }
     let mut files = Vec::new();
     loop {
@@ -470,7 +460,7 @@ pub async fn describe_job(client: &Client, name: &str, output: Output) -> Result
     let job = client
         .call(
             reqwest::Method::GET,
-            &format!("/uploads/{}", encode_path(name)),
+            &format!("/uploads/{}", percent_encode(name)),
             None,
         )
         .await?;
@@ -486,7 +476,7 @@ pub async fn delete_job(client: &Client, name: &str) -> Result<ExitCode> {
     client
         .call(
             reqwest::Method::DELETE,
-            &format!("/uploads/{}", encode_path(name)),
+            &format!("/uploads/{}", percent_encode(name)),
             None,
         )
         .await?;

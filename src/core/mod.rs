@@ -6,3 +6,4 @@ pub mod model;
 pub mod plan;
 pub mod spec;
 pub mod time;
+pub mod url;
