@@ -367,22 +367,7 @@ impl Store {
             Some(job) => {
                 let reset = job.source_folder != source_folder || job.destination_bucket != bucket;
                 if reset {
-                    let open = sqlx::query_as::<_, (String, String)>(
-                        "SELECT path, multipart_upload_id FROM files
-                         WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
-                    )
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    for (path, upload) in open {
-                        queue_abort(
-                            &mut tx,
-                            &upload,
-                            &job.destination_bucket,
-                            &object_key(id, &path),
-                        )
-                        .await?;
-                    }
+                    queue_job_aborts(&mut tx, id, &job.destination_bucket).await?;
                     sqlx::query("DELETE FROM files WHERE upload_job_id = ?")
                         .bind(id)
                         .execute(&mut *tx)
@@ -526,16 +511,7 @@ impl Store {
         else {
             return Ok(false);
         };
-        let open = sqlx::query_as::<_, (String, String)>(
-            "SELECT path, multipart_upload_id FROM files
-             WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (path, upload) in open {
-            queue_abort(&mut tx, &upload, &bucket, &object_key(id, &path)).await?;
-        }
+        queue_job_aborts(&mut tx, id, &bucket).await?;
         sqlx::query("DELETE FROM upload_jobs WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -1117,6 +1093,26 @@ async fn release_multipart(
         .execute(&mut **tx)
         .await?;
         drop_parts(tx, file_id).await?;
+    }
+    Ok(())
+}
+
+/// Queues every open multipart upload of a job for abort, in the caller's transaction (the job is
+/// being deleted, or moved to another folder or bucket).
+async fn queue_job_aborts(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    bucket: &str,
+) -> Result<()> {
+    let open = sqlx::query_as::<_, (String, String)>(
+        "SELECT path, multipart_upload_id FROM files
+         WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (path, upload) in open {
+        queue_abort(tx, &upload, bucket, &object_key(id, &path)).await?;
     }
     Ok(())
 }
