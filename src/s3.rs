@@ -106,6 +106,14 @@ pub struct UploadedPart {
     pub checksum: Option<String>,
 }
 
+/// What S3 says of the object a PutObject stored: its ETag, and the checksum of the configured
+/// algorithm that it computed, when it answers with them.
+#[derive(Debug, Clone, Default)]
+pub struct PutAnswer {
+    pub etag: Option<String>,
+    pub checksum: Option<String>,
+}
+
 /// What HeadObject says of an object.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
@@ -218,7 +226,7 @@ impl ObjectStore {
         key: &str,
         body: Bytes,
         checksum: Option<&str>,
-    ) -> Result<Option<String>> {
+    ) -> Result<PutAnswer> {
         self.retrying("PutObject", || async {
             let request = self
                 .client
@@ -234,7 +242,14 @@ impl ObjectStore {
             request
                 .send()
                 .await
-                .map(|out| out.e_tag)
+                .map(|out| PutAnswer {
+                    checksum: match self.checksum {
+                        ChecksumMode::Crc32c => out.checksum_crc32_c,
+                        ChecksumMode::Crc32 => out.checksum_crc32,
+                        ChecksumMode::None => None,
+                    },
+                    etag: out.e_tag,
+                })
                 .map_err(|e| classify(e, Some(bucket)))
         })
         .await

@@ -420,14 +420,14 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
     for (faults, needle) in [
         (
             Faults {
-                corrupt_head_checksum: true,
+                corrupt_checksum: true,
                 ..Faults::default()
             },
             "checksum",
         ),
         (
             Faults {
-                corrupt_head_etag: true,
+                corrupt_etag: true,
                 ..Faults::default()
             },
             "ETag",
@@ -469,6 +469,45 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
         assert!(head.checksum_crc32_c().is_some(), "{key}: {head:?}");
     }
     s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+}
+
+/// A single PutObject is proven by its own answer (the ETag and checksum S3 computed from the
+/// bytes it received); HeadObject reads an object back only when that answer proves nothing, and
+/// for every multipart object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        write_file(
+            src.path(),
+            &format!("small-{i}.txt"),
+            &content(700 + i, 3000),
+        );
+    }
+    write_file(src.path(), "large.bin", &content(710, 6 * MIB));
+    let ferry = Ferry::start(&[("AWS_ENDPOINT_URL", proxy.url.as_str())]).await;
+
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(proxy.succeeded("PutObject"), 5);
+    assert_eq!(proxy.received("HeadObject"), 1, "only the multipart object");
+
+    // A store whose PutObject answers say nothing of what it stored: each object is read back.
+    proxy.set_faults(Faults {
+        bare_put_answer: true,
+        ..Faults::default()
+    });
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(proxy.received("HeadObject"), 1 + 6);
+    for i in 0..5 {
+        let key = format!("{id}/small-{i}.txt");
+        assert!(s3.get(&key).await == content(700 + i, 3000), "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,3 +7,4 @@ pub mod plan;
 pub mod spec;
 pub mod time;
 pub mod url;
+pub mod verify;

@@ -1,8 +1,13 @@
 //! Uploading one file: a PutObject for small files, a multipart upload part by part for large
-//! ones. Each part is read into memory (so memory is bounded by concurrency x part size), sent
-//! with its checksum, checked against its MD5, and recorded in the store before the next one,
-//! so that a crash loses at most the part in flight: the next attempt lists what the server
-//! holds and sends only the missing parts. The object is verified after completion.
+//! ones. Each part is read into memory (so memory is bounded by concurrency x parts in flight x
+//! part size), sent with its checksum, checked against its MD5, and recorded in the store as soon
+//! as S3 acknowledges it, so that a crash loses at most the parts in flight: the next attempt
+//! lists what the server holds and sends only the missing parts.
+//!
+//! Every object is verified before it counts as uploaded: a single PutObject by its own answer
+//! (the ETag and checksum S3 computed from the bytes it received), falling back to HeadObject
+//! when that answer proves nothing; a multipart object by HeadObject after completion (size,
+//! ETag and composite checksum).
 
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
@@ -15,13 +20,14 @@ use futures_util::stream::FuturesUnordered;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::core::checksum::{ChecksumMode, checksum_matches};
+use crate::core::checksum::ChecksumMode;
 use crate::core::plan::{
     EtagCheck, MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, check_etag, expected_etag,
     md5_digest, object_key, part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
-use crate::s3::{ErrorKind, ObjectStore, S3Error};
+use crate::core::verify::{Expected, Verdict, judge};
+use crate::s3::{ErrorKind, ObjectStore, PutAnswer, S3Error};
 use crate::scan::file_version;
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 
@@ -121,6 +127,22 @@ struct Sent {
     etag: Option<String>,
 }
 
+impl Sent {
+    fn expected(&self) -> Expected<'_> {
+        Expected {
+            etag: &self.expected_etag,
+            checksum: self.expected_checksum.as_deref(),
+        }
+    }
+}
+
+/// S3 reported other bytes than those sent.
+fn differs(key: &str, what: &str, reported: &str, expected: &str) -> UploadError {
+    UploadError::Verify(format!(
+        "S3 reports {what} {reported} for {key:?}, the bytes sent give {expected}"
+    ))
+}
+
 /// Why sending stopped short of an object.
 enum Stopped {
     Changed(Option<(u64, i64)>),
@@ -149,8 +171,27 @@ impl Uploader<'_> {
         let (path, mut reader) = match local {
             Local::Changed(now) => return Ok(Outcome::Changed { now }),
             Local::Whole(data) => {
-                let sent = self.put_single(file, &key, data).await?;
-                return self.verify(file, &key, sent).await;
+                let (sent, answer) = self.put_single(file, &key, data).await?;
+                // PutObject's answer carries the ETag and the checksum S3 computed from the
+                // bytes it received: when they prove the object, a HeadObject would add a
+                // request per file and nothing else.
+                let expected = sent.expected();
+                return match judge(
+                    &expected,
+                    answer.etag.as_deref(),
+                    answer.checksum.as_deref(),
+                ) {
+                    Verdict::Proven => {
+                        tracing::info!(key, bytes = file.size, "uploaded");
+                        Ok(Outcome::Uploaded { etag: answer.etag })
+                    }
+                    Verdict::Differs {
+                        what,
+                        reported,
+                        expected,
+                    } => Err(differs(&key, what, &reported, &expected)),
+                    Verdict::Unproven => self.verify(file, &key, sent).await,
+                };
             }
             Local::Open(path, f) => (path, tokio::fs::File::from_std(f)),
         };
@@ -189,21 +230,16 @@ impl Uploader<'_> {
                 info.size, file.size
             )));
         }
-        let etag = info.etag.or(sent.etag);
-        if let Some(actual) = &etag
-            && let EtagCheck::Mismatch { expected, actual } =
-                check_etag(&sent.expected_etag, actual)
+        let etag = info.etag.or(sent.etag.clone());
+        // The size matched; an opaque ETag without a checksum (SSE-KMS on a store that keeps
+        // none) is all some stores give, and is accepted.
+        if let Verdict::Differs {
+            what,
+            reported,
+            expected,
+        } = judge(&sent.expected(), etag.as_deref(), info.checksum.as_deref())
         {
-            return Err(UploadError::Verify(format!(
-                "S3 answered ETag {actual} for {key:?}, the bytes sent give {expected}"
-            )));
-        }
-        if let (Some(expected), Some(actual)) = (&sent.expected_checksum, &info.checksum)
-            && !checksum_matches(expected, actual)
-        {
-            return Err(UploadError::Verify(format!(
-                "S3 holds checksum {actual} for {key:?}, the bytes sent give {expected}"
-            )));
+            return Err(differs(key, what, &reported, &expected));
         }
         tracing::info!(key, bytes = file.size, "uploaded");
         Ok(Outcome::Uploaded { etag })
@@ -214,22 +250,23 @@ impl Uploader<'_> {
         file: &ClaimedFile,
         key: &str,
         data: Bytes,
-    ) -> Result<Sent, UploadError> {
+    ) -> Result<(Sent, PutAnswer), UploadError> {
         let digest = md5_digest(&data);
         let checksum = self.s3.checksum_mode().of(&data);
         let sending = Instant::now();
-        let etag = self
+        let answer = self
             .s3
             .put_object(&file.bucket, key, data, checksum.as_deref())
             .await?;
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(file.size);
-        Ok(Sent {
+        let sent = Sent {
             expected_etag: expected_etag(&[digest], false),
             expected_checksum: checksum,
-            etag,
-        })
+            etag: answer.etag.clone(),
+        };
+        Ok((sent, answer))
     }
 
     async fn put_multipart(

@@ -29,10 +29,14 @@ pub struct Faults {
     pub stall_until: Option<std::time::Instant>,
     /// ListParts answers hold at most this many parts, so that paging is exercised on small files.
     pub list_parts_page: Option<u32>,
-    /// HeadObject answers carry a wrong checksum, as if S3 held other bytes.
-    pub corrupt_head_checksum: bool,
-    /// HeadObject answers carry a wrong ETag, as if S3 held other bytes.
-    pub corrupt_head_etag: bool,
+    /// The answers that describe a stored object (PutObject's, HeadObject's) carry a wrong
+    /// checksum, as if S3 held other bytes.
+    pub corrupt_checksum: bool,
+    /// The answers that describe a stored object (PutObject's, HeadObject's) carry a wrong ETag,
+    /// as if S3 held other bytes.
+    pub corrupt_etag: bool,
+    /// PutObject answers carry neither an ETag nor a checksum, as from a store that gives none.
+    pub bare_put_answer: bool,
 }
 
 #[derive(Default)]
@@ -126,7 +130,11 @@ pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
             .split('&')
             .any(|kv| kv.split('=').next() == Some(name))
     };
-    let has_key = path.trim_start_matches('/').contains('/');
+    // "/bucket/key"; "/bucket" and "/bucket/" name the bucket alone.
+    let has_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
     match method {
         "PUT" if has("partNumber") && has("uploadId") => "UploadPart",
         "PUT" if has_key => "PutObject",
@@ -285,7 +293,14 @@ impl Handler for Forward {
                 );
             }
         }
-        if head && op == "HeadObject" && faults.corrupt_head_checksum {
+        if op == "PutObject" && faults.bare_put_answer {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            for name in ["etag", "x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
+                res.headers_mut().remove(name);
+            }
+        }
+        let describes_object = matches!(op, "HeadObject" | "PutObject");
+        if describes_object && faults.corrupt_checksum {
             state.injected.fetch_add(1, Ordering::Relaxed);
             for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
                 if let Some(v) = res.headers().get(name).and_then(|v| v.to_str().ok()) {
@@ -298,7 +313,7 @@ impl Handler for Forward {
                 }
             }
         }
-        if head && op == "HeadObject" && faults.corrupt_head_etag {
+        if describes_object && faults.corrupt_etag {
             state.injected.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = res.headers().get("etag").and_then(|v| v.to_str().ok()) {
                 let wrong = match v.trim_matches('"').split_once('-') {

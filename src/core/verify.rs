@@ -1,0 +1,123 @@
+//! Judging what S3 says it stored against what ferry read and sent.
+
+use crate::core::checksum::checksum_matches;
+use crate::core::plan::{EtagCheck, check_etag};
+
+/// What ferry expects the object to be, from the bytes it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected<'a> {
+    /// The MD5-based ETag (plain, or `md5-of-md5s-N` for a multipart object).
+    pub etag: &'a str,
+    /// The checksum of FERRY_CHECKSUM's algorithm (composite `-N` for multipart), if one is sent.
+    pub checksum: Option<&'a str>,
+}
+
+/// What an answer of S3's (PutObject's, HeadObject's) says of the stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// An ETag in MD5 form or a checksum equals what the bytes sent give, and nothing differs.
+    Proven,
+    /// Nothing differs, but nothing proves the bytes either (an opaque ETag and no checksum,
+    /// as with SSE-KMS on a store that does not answer with checksums).
+    Unproven,
+    /// S3 holds other bytes than those sent.
+    Differs {
+        what: &'static str,
+        reported: String,
+        expected: String,
+    },
+}
+
+/// Compares the ETag and checksum S3 reported (either may be missing) with the expected ones.
+pub fn judge(expected: &Expected<'_>, etag: Option<&str>, checksum: Option<&str>) -> Verdict {
+    let etag_check = etag.map(|actual| check_etag(expected.etag, actual));
+    if let Some(EtagCheck::Mismatch { expected, actual }) = etag_check {
+        return Verdict::Differs {
+            what: "ETag",
+            reported: actual,
+            expected,
+        };
+    }
+    let checksum_check = match (expected.checksum, checksum) {
+        (Some(expected), Some(reported)) => Some(checksum_matches(expected, reported)),
+        _ => None,
+    };
+    if checksum_check == Some(false) {
+        return Verdict::Differs {
+            what: "checksum",
+            reported: checksum.unwrap_or_default().to_owned(),
+            expected: expected.checksum.unwrap_or_default().to_owned(),
+        };
+    }
+    if etag_check == Some(EtagCheck::Match) || checksum_check == Some(true) {
+        Verdict::Proven
+    } else {
+        Verdict::Unproven
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MD5: &str = "900150983cd24fb0d6963f7d28e17f72";
+
+    fn expected(checksum: Option<&'static str>) -> Expected<'static> {
+        Expected {
+            etag: MD5,
+            checksum,
+        }
+    }
+
+    #[test]
+    fn an_md5_etag_or_a_checksum_proves_the_bytes() {
+        let quoted = format!("\"{MD5}\"");
+        assert_eq!(judge(&expected(None), Some(&quoted), None), Verdict::Proven);
+        assert_eq!(
+            judge(
+                &expected(Some("yZRlqg==")),
+                Some("\"opaque-kms\""),
+                Some("yZRlqg==")
+            ),
+            Verdict::Proven
+        );
+        assert_eq!(
+            judge(&expected(Some("yZRlqg==")), Some(&quoted), Some("yZRlqg==")),
+            Verdict::Proven
+        );
+    }
+
+    #[test]
+    fn an_opaque_etag_without_a_checksum_proves_nothing() {
+        assert_eq!(
+            judge(&expected(Some("yZRlqg==")), Some("\"opaque-kms\""), None),
+            Verdict::Unproven
+        );
+        assert_eq!(judge(&expected(None), None, None), Verdict::Unproven);
+        // A checksum S3 answers when none was sent proves nothing either.
+        assert_eq!(
+            judge(&expected(None), None, Some("yZRlqg==")),
+            Verdict::Unproven
+        );
+    }
+
+    #[test]
+    fn any_difference_wins_over_a_match() {
+        let quoted = format!("\"{MD5}\"");
+        assert!(matches!(
+            judge(&expected(Some("yZRlqg==")), Some(&quoted), Some("AAAAAA==")),
+            Verdict::Differs {
+                what: "checksum",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(
+                &expected(Some("yZRlqg==")),
+                Some("\"00000000000000000000000000000000\""),
+                Some("yZRlqg==")
+            ),
+            Verdict::Differs { what: "ETag", .. }
+        ));
+    }
+}
