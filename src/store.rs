@@ -212,9 +212,17 @@ struct ClaimRow {
     bucket: String,
 }
 
+/// The database: readers in a pool, and one connection for every write.
+///
+/// SQLite takes one writer at a time. Writers on several connections meet its lock, and a
+/// connection that finds it taken sleeps in SQLite's busy handler (1 ms, 2 ms, 5 ms ...) before
+/// trying again; with a few uploads recording at once, those sleeps were most of the time of a
+/// small file. Writes therefore queue for the one writer connection in the pool, which wakes the
+/// next one as soon as the last commits. Readers (WAL) never wait for it.
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -238,11 +246,7 @@ impl Store {
         }
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-        let max = if matches!(location, DatabaseLocation::Memory) {
-            1 // each in-memory connection would be a database of its own
-        } else {
-            8
-        };
+
         if matches!(location, DatabaseLocation::File(_)) {
             // One connection first switches a new file to WAL and migrates it, alone: pool
             // connections opening at the same moment could otherwise meet the switch and fail
@@ -252,21 +256,31 @@ impl Store {
             sqlx::migrate!("./migrations").run(&mut first).await?;
             first.close().await?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
+        let pool_of = |max| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.clone())
+        };
         if matches!(location, DatabaseLocation::Memory) {
+            // Each in-memory connection would be a database of its own: one connection does all.
+            let pool = pool_of(1).await?;
             sqlx::migrate!("./migrations").run(&pool).await?;
+            return Ok(Store {
+                writer: pool.clone(),
+                pool,
+            });
         }
-        Ok(Store { pool })
+        Ok(Store {
+            pool: pool_of(4).await?,
+            writer: pool_of(1).await?,
+        })
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// A round trip to the database, for readiness.
@@ -294,7 +308,7 @@ impl Store {
         .bind(source_folder)
         .bind(bucket)
         .bind(pattern)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.ok_or_else(|| StoreError::Conflict(id.to_owned()))
     }
@@ -493,7 +507,7 @@ impl Store {
         .bind(id)
         .bind(error.map(|(_, m)| m))
         .bind(error.map(|(b, _)| b.as_str()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -613,7 +627,7 @@ impl Store {
         .bind(job_id)
         .bind(generation)
         .bind(changed)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -870,7 +884,7 @@ impl Store {
              WHERE upload_job_id = ? AND state = 'FAILED'",
         )
         .bind(job_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
@@ -959,7 +973,7 @@ impl Store {
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE state = 'IN_PROGRESS'",
         )
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
@@ -1000,7 +1014,7 @@ impl Store {
     pub async fn abort_done(&self, upload: &str) -> Result<()> {
         sqlx::query("DELETE FROM pending_aborts WHERE multipart_upload_id = ?")
             .bind(upload)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -1012,7 +1026,7 @@ impl Store {
         )
         .bind(error)
         .bind(upload)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
