@@ -637,42 +637,53 @@ impl Store {
     /// Takes the oldest PENDING file that is due (no retry pending) of a job that is not blocked,
     /// and marks it IN_PROGRESS.
     pub async fn claim_next_file(&self) -> Result<Option<ClaimedFile>> {
-        let mut tx = self.write_tx().await?;
-        let row = sqlx::query_as::<_, ClaimRow>(
+        Ok(self.claim_files(1).await?.into_iter().next())
+    }
+
+    /// Takes up to `limit` of the oldest PENDING files that are due (no retry pending) of jobs
+    /// that are not blocked, and marks them IN_PROGRESS; oldest first.
+    ///
+    /// One statement, so one round trip to the writer and atomic by itself.
+    pub async fn claim_files(&self, limit: usize) -> Result<Vec<ClaimedFile>> {
+        let mut rows = sqlx::query_as::<_, ClaimRow>(
             "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1,
                 next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = (
+             WHERE id IN (
                 SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
                 WHERE f.state = 'PENDING' AND j.error IS NULL
                   AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= ?)
-                ORDER BY f.id LIMIT 1)
+                ORDER BY f.id LIMIT ?)
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
                 multipart_upload_id, part_size, checksum,
                 (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
                 (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket",
         )
         .bind(now_ms())
-        .fetch_optional(&mut *tx)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.writer)
         .await?;
-        tx.commit().await?;
-        Ok(row.map(|r| ClaimedFile {
-            file_id: r.id,
-            upload_id: r.upload_job_id,
-            path: r.path,
-            size: to_u64(r.size),
-            mtime_ns: r.mtime_ns,
-            source_folder: PathBuf::from(r.source_folder),
-            bucket: r.bucket,
-            attempt: r.attempts,
-            resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
-                (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
-                    multipart_upload_id: id,
-                    part_size: to_u64(part_size),
-                    checksum,
-                }),
-                _ => None,
-            },
-        }))
+        rows.sort_by_key(|r| r.id);
+        Ok(rows
+            .into_iter()
+            .map(|r| ClaimedFile {
+                file_id: r.id,
+                upload_id: r.upload_job_id,
+                path: r.path,
+                size: to_u64(r.size),
+                mtime_ns: r.mtime_ns,
+                source_folder: PathBuf::from(r.source_folder),
+                bucket: r.bucket,
+                attempt: r.attempts,
+                resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
+                    (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
+                        multipart_upload_id: id,
+                        part_size: to_u64(part_size),
+                        checksum,
+                    }),
+                    _ => None,
+                },
+            })
+            .collect())
     }
 
     /// When the next file waiting for a retry is due (ms since the epoch), if any.
@@ -784,6 +795,23 @@ impl Store {
 
     /// The file is in S3, verified. No effect when the file changed meanwhile.
     pub async fn mark_uploaded(&self, v: FileVersion, etag: Option<&str>) -> Result<bool> {
+        // Parts are recorded only while a file has a multipart upload: without one (every small
+        // file) there are none to drop, and one statement does it all.
+        let done = sqlx::query(
+            "UPDATE files SET state = 'UPLOADED', bytes_sent = size, etag = ?, last_error = NULL,
+                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?
+                AND multipart_upload_id IS NULL",
+        )
+        .bind(etag)
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE files SET state = 'UPLOADED', bytes_sent = size, multipart_upload_id = NULL,
@@ -1221,6 +1249,27 @@ mod tests {
         let second = store.claim_next_file().await.unwrap().unwrap();
         assert_eq!(second.path, "b");
         assert!(store.claim_next_file().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn several_files_are_claimed_at_once_oldest_first_each_once() {
+        let store = store_with_job().await;
+        let files: Vec<SeenFile> = (0..5).map(|i| seen(&format!("f{i}"), 1, 1)).collect();
+        store
+            .apply_scan_changes("job", "bucket", &files, &[], &[], Duration::ZERO)
+            .await
+            .unwrap();
+        let paths = |claimed: Vec<ClaimedFile>| -> Vec<String> {
+            claimed.into_iter().map(|f| f.path).collect()
+        };
+        assert_eq!(
+            paths(store.claim_files(3).await.unwrap()),
+            ["f0", "f1", "f2"]
+        );
+        assert_eq!(paths(store.claim_files(3).await.unwrap()), ["f3", "f4"]);
+        assert!(store.claim_files(3).await.unwrap().is_empty());
+        let tally = store.job_tally("job").await.unwrap();
+        assert_eq!(tally.in_progress.files, 5);
     }
 
     #[tokio::test]

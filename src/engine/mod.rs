@@ -79,6 +79,37 @@ pub struct Context {
     pub manifests: manifests::Manifests,
     /// Consecutive failed reconciliations per job, for its backoff.
     failures: Mutex<std::collections::HashMap<String, u32>>,
+    /// Uploads running per job.
+    running: Running,
+}
+
+/// How many uploads of each job are running.
+#[derive(Default)]
+struct Running(Mutex<std::collections::HashMap<String, usize>>);
+
+impl Running {
+    fn started(&self, job_id: &str) {
+        *self
+            .0
+            .lock()
+            .expect("running lock")
+            .entry(job_id.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts an upload out; true when it was the job's last one running.
+    fn finished(&self, job_id: &str) -> bool {
+        let mut running = self.0.lock().expect("running lock");
+        let Some(n) = running.get_mut(job_id) else {
+            return true;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            running.remove(job_id);
+            return true;
+        }
+        false
+    }
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -114,6 +145,7 @@ impl Context {
             changed: Mutex::new(Some(changed)),
             manifests: manifests::Manifests::default(),
             failures: Mutex::default(),
+            running: Running::default(),
             store,
             s3,
             settings,
@@ -515,16 +547,26 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = stopped(&mut shutdown) => break,
         };
-        match ctx.store.claim_next_file().await {
-            Ok(Some(file)) => {
-                let ctx = ctx.clone();
-                uploads.spawn(async move {
-                    run_upload(&ctx, file).await;
-                    drop(permit);
-                });
+        // Every free slot is filled by one claim: one write for several files when several
+        // uploads ended meanwhile.
+        let mut permits = vec![permit];
+        while let Ok(more) = slots.clone().try_acquire_owned() {
+            permits.push(more);
+        }
+        match ctx.store.claim_files(permits.len()).await {
+            Ok(files) if !files.is_empty() => {
+                // Slots beyond the files claimed are dropped with the rest of `permits`.
+                for (file, permit) in files.into_iter().zip(permits) {
+                    let ctx = ctx.clone();
+                    ctx.running.started(&file.upload_id);
+                    uploads.spawn(async move {
+                        run_upload(&ctx, file).await;
+                        drop(permit);
+                    });
+                }
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits);
                 // Until woken, or until the next retry is due; 30 s at most, a net under lost
                 // wake-ups (claiming is cheap).
                 let wait = match ctx.store.next_retry_due().await {
@@ -542,7 +584,7 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             Err(e) => {
-                drop(permit);
+                drop(permits);
                 tracing::error!(error = %e, "cannot claim the next file");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -601,7 +643,10 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
     }
     ctx.wake_janitor();
     ctx.wake_dispatcher(); // a retry may now be due sooner than it was waiting for
-    log_if_settled(ctx, &file.upload_id).await;
+    // A job can settle only when none of its uploads runs: only the last one out looks.
+    if ctx.running.finished(&file.upload_id) {
+        log_if_settled(ctx, &file.upload_id).await;
+    }
 }
 
 /// Decides what a failed attempt leads to, and records it.
@@ -647,8 +692,8 @@ async fn record_failure(
     ctx.store.mark_failed(version, &message).await
 }
 
-/// Logs a job's end once it has no work left. The check is an index lookup; the full tally is
-/// read only at the end, so a job of a million files does not pay it on every file.
+/// Logs a job's end once it has no work left. Called when the job's last running upload ends;
+/// the check is an index lookup, and the full tally is read only at the end.
 async fn log_if_settled(ctx: &Context, job_id: &str) {
     if !matches!(ctx.store.has_active_files(job_id).await, Ok(false)) {
         return;
