@@ -212,6 +212,9 @@ struct ClaimRow {
     bucket: String,
 }
 
+/// Rows per INSERT when a scan adds files (5 values each, well under SQLite's 32,766).
+const INSERT_ROWS: usize = 500;
+
 /// The database: readers in a pool, and one connection for every write.
 ///
 /// SQLite takes one writer at a time. Writers on several connections meet its lock, and a
@@ -575,19 +578,20 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        for f in added {
-            sqlx::query(
-                "INSERT INTO files (upload_job_id, path, size, mtime_ns, next_attempt_at)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (upload_job_id, path) DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(&f.path)
-            .bind(to_i64(f.size))
-            .bind(f.mtime_ns)
-            .bind(settle_due(f.mtime_ns, settle, now))
-            .execute(&mut *tx)
-            .await?;
+        // Many rows per statement: each statement is a round trip to the database thread.
+        for rows in added.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO files (upload_job_id, path, size, mtime_ns, next_attempt_at) ",
+            );
+            insert.push_values(rows, |mut row, f| {
+                row.push_bind(job_id)
+                    .push_bind(&f.path)
+                    .push_bind(to_i64(f.size))
+                    .push_bind(f.mtime_ns)
+                    .push_bind(settle_due(f.mtime_ns, settle, now));
+            });
+            insert.push(" ON CONFLICT (upload_job_id, path) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
         }
         for (file_id, f) in changed {
             release_multipart(&mut tx, *file_id, job_id, bucket).await?;

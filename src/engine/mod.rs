@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -559,10 +559,7 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                 for (file, permit) in files.into_iter().zip(permits) {
                     let ctx = ctx.clone();
                     ctx.running.started(&file.upload_id);
-                    uploads.spawn(async move {
-                        run_upload(&ctx, file).await;
-                        drop(permit);
-                    });
+                    uploads.spawn(async move { run_upload(&ctx, file, permit).await });
                 }
             }
             Ok(_) => {
@@ -605,7 +602,10 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
+/// Uploads a claimed file and records the outcome. The slot (`permit`) is held while the file is
+/// read and sent, and given back before the outcome is written, so that the next file starts
+/// while this one is recorded.
+async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphorePermit) {
     let uploader = Uploader {
         store: &ctx.store,
         s3: &ctx.s3,
@@ -618,6 +618,9 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
     let started = std::time::Instant::now();
     let outcome = uploader.upload(&file).await;
     drop(in_flight);
+    drop(permit);
+    // Every outcome but a success may have queued a multipart upload for abort.
+    let may_queue_aborts = !matches!(outcome, Ok(Outcome::Uploaded { .. }));
     let recorded = match outcome {
         Ok(Outcome::Uploaded { etag }) => {
             metrics.uploaded_files.inc();
@@ -641,7 +644,9 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile) {
     if let Err(e) = recorded {
         tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome");
     }
-    ctx.wake_janitor();
+    if may_queue_aborts {
+        ctx.wake_janitor();
+    }
     ctx.wake_dispatcher(); // a retry may now be due sooner than it was waiting for
     // A job can settle only when none of its uploads runs: only the last one out looks.
     if ctx.running.finished(&file.upload_id) {
