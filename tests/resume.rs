@@ -411,34 +411,42 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "small.txt", b"small");
     write_file(src.path(), "large.bin", &content(900, 11 * MIB));
-    let env = [
-        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
-        ("FERRY_MAX_ATTEMPTS", "2"),
-    ];
-    let ferry = Ferry::start(&env).await;
+    // The ETag is checked wherever ferry knows the MD5s: every object without a checksum
+    // (FERRY_CHECKSUM=none), and single objects with one. The checksum (the default) is checked
+    // on every object.
     let mut id = String::new();
-    for (faults, needle) in [
-        (
-            Faults {
-                corrupt_checksum: true,
-                ..Faults::default()
-            },
-            "checksum",
-        ),
+    let mut ferry = None;
+    for (faults, needle, checksum) in [
         (
             Faults {
                 corrupt_etag: true,
                 ..Faults::default()
             },
             "ETag",
+            "none",
+        ),
+        (
+            Faults {
+                corrupt_checksum: true,
+                ..Faults::default()
+            },
+            "checksum",
+            "crc32c",
         ),
     ] {
+        let env = [
+            ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+            ("FERRY_MAX_ATTEMPTS", "2"),
+            ("FERRY_CHECKSUM", checksum),
+        ];
+        drop(ferry.take());
+        let started = ferry.insert(Ferry::start(&env).await);
         proxy.set_faults(faults);
-        id = ferry.create_job(src.path(), &s3.bucket, None).await;
-        let job = ferry.wait_settled(&id, SETTLE).await;
+        id = started.create_job(src.path(), &s3.bucket, None).await;
+        let job = started.wait_settled(&id, SETTLE).await;
         assert_eq!(job["state"], "FAILED", "{job}");
         assert_eq!(job["completed_files"], 0);
-        for f in ferry.files(&id).await {
+        for f in started.files(&id).await {
             assert_eq!(f["state"], "FAILED", "{f}");
             assert_eq!(f["attempts"], 2, "{f}");
             let error = f["last_error"].as_str().unwrap();
@@ -448,6 +456,34 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
             );
         }
     }
+    let ferry = ferry.unwrap();
+
+    // With a checksum, a wrong multipart ETag alone proves nothing against the checksum S3
+    // reports, which is the check; a wrong single-object ETag still fails it.
+    proxy.set_faults(Faults {
+        corrupt_etag: true,
+        ..Faults::default()
+    });
+    let etag_only = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry.wait_settled(&etag_only, SETTLE).await;
+    let states: Vec<(String, String)> = ferry
+        .files(&etag_only)
+        .await
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("large.bin".to_owned(), "UPLOADED".to_owned()),
+            ("small.txt".to_owned(), "FAILED".to_owned())
+        ]
+    );
 
     proxy.set_faults(Faults::default());
     ferry
@@ -514,9 +550,10 @@ async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
 async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
-    // 40 slow parts: more than the few seconds of grace a stop gives uploads in flight.
+    // 40 slow parts, 4 in flight: 10 s, more than the 5 s of grace a stop gives uploads in
+    // flight.
     proxy.set_faults(Faults {
-        part_delay: Some(Duration::from_millis(250)),
+        part_delay: Some(Duration::from_secs(1)),
         ..Faults::default()
     });
     let src = tempfile::tempdir().unwrap();
@@ -548,7 +585,8 @@ async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
     assert_eq!(
         proxy.received("CreateMultipartUpload"),
         1,
-        "the upload was started over"
+        "the upload was started over\n{}",
+        ferry.log()
     );
     assert!(
         proxy.received("UploadPart") <= 40 + 4,

@@ -6,8 +6,9 @@ use crate::core::plan::{EtagCheck, check_etag};
 /// What ferry expects the object to be, from the bytes it read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected<'a> {
-    /// The MD5-based ETag (plain, or `md5-of-md5s-N` for a multipart object).
-    pub etag: &'a str,
+    /// The MD5-based ETag (plain, or `md5-of-md5s-N` for a multipart object), when the MD5s
+    /// were computed.
+    pub etag: Option<&'a str>,
     /// The checksum of FERRY_CHECKSUM's algorithm (composite `-N` for multipart), if one is sent.
     pub checksum: Option<&'a str>,
 }
@@ -30,7 +31,10 @@ pub enum Verdict {
 
 /// Compares the ETag and checksum S3 reported (either may be missing) with the expected ones.
 pub fn judge(expected: &Expected<'_>, etag: Option<&str>, checksum: Option<&str>) -> Verdict {
-    let etag_check = etag.map(|actual| check_etag(expected.etag, actual));
+    let etag_check = match (expected.etag, etag) {
+        (Some(expected), Some(actual)) => Some(check_etag(expected, actual)),
+        _ => None,
+    };
     if let Some(EtagCheck::Mismatch { expected, actual }) = etag_check {
         return Verdict::Differs {
             what: "ETag",
@@ -64,7 +68,7 @@ mod tests {
 
     fn expected(checksum: Option<&'static str>) -> Expected<'static> {
         Expected {
-            etag: MD5,
+            etag: Some(MD5),
             checksum,
         }
     }
@@ -94,6 +98,21 @@ mod tests {
             Verdict::Unproven
         );
         assert_eq!(judge(&expected(None), None, None), Verdict::Unproven);
+        // Without the MD5s, an ETag proves nothing and cannot differ; the checksum decides.
+        let no_md5 = Expected {
+            etag: None,
+            checksum: Some("yZRlqg==-3"),
+        };
+        let zeros = Some("\"00000000000000000000000000000000-3\"");
+        assert_eq!(judge(&no_md5, zeros, None), Verdict::Unproven);
+        assert_eq!(judge(&no_md5, zeros, Some("yZRlqg==-3")), Verdict::Proven);
+        assert!(matches!(
+            judge(&no_md5, zeros, Some("AAAAAA==-3")),
+            Verdict::Differs {
+                what: "checksum",
+                ..
+            }
+        ));
         // A checksum S3 answers when none was sent proves nothing either.
         assert_eq!(
             judge(&expected(None), None, Some("yZRlqg==")),

@@ -81,6 +81,8 @@ pub struct Context {
     failures: Mutex<std::collections::HashMap<String, u32>>,
     /// Uploads running per job.
     running: Running,
+    /// The part buffers multipart uploads share (upload::PART_BUFFERS).
+    part_buffers: Arc<Semaphore>,
 }
 
 /// How many uploads of each job are running.
@@ -146,6 +148,7 @@ impl Context {
             manifests: manifests::Manifests::default(),
             failures: Mutex::default(),
             running: Running::default(),
+            part_buffers: Arc::new(Semaphore::new(upload::PART_BUFFERS)),
             store,
             s3,
             settings,
@@ -611,6 +614,7 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
         s3: &ctx.s3,
         chunk_size: ctx.settings.chunk_size,
         links: ctx.settings.follow_symlinks,
+        part_buffers: &ctx.part_buffers,
     };
     let version = file.version();
     let metrics = crate::metrics::get();

@@ -1,13 +1,14 @@
 //! Uploading one file: a PutObject for small files, a multipart upload part by part for large
-//! ones. Each part is read into memory (so memory is bounded by concurrency x parts in flight x
-//! part size), sent with its checksum, checked against its MD5, and recorded in the store as soon
-//! as S3 acknowledges it, so that a crash loses at most the parts in flight: the next attempt
-//! lists what the server holds and sends only the missing parts.
+//! ones. Each part is read into memory from a process-wide budget of part buffers (PART_BUFFERS),
+//! checksummed as it is read, sent with its checksum (S3 checks it on receipt; without one, its
+//! ETag is checked against its MD5), and recorded in the store as soon as S3 acknowledges it, so
+//! that a crash loses at most the parts in flight: the next attempt lists what the server holds
+//! and sends only the missing parts.
 //!
 //! Every object is verified before it counts as uploaded: a single PutObject by its own answer
 //! (the ETag and checksum S3 computed from the bytes it received), falling back to HeadObject
 //! when that answer proves nothing; a multipart object by HeadObject after completion (size,
-//! ETag and composite checksum).
+//! composite checksum, and the ETag where the parts' MD5s are known).
 
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
@@ -17,8 +18,10 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::checksum::ChecksumMode;
 use crate::core::plan::{
@@ -109,20 +112,27 @@ impl UploadError {
     }
 }
 
-/// Parts of one file sent at once. Each holds one part in memory, so one large file takes at
-/// most this many parts of memory (4 x 5 MiB at the default part size).
+/// Parts of one file sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
+
+/// Parts in memory at once, across every upload: multipart uploads take at most this many part
+/// sizes of memory (40 MiB at the default 5 MiB), whatever FERRY_CONCURRENCY is. A file being
+/// read for its next part holds one of them.
+pub const PART_BUFFERS: usize = 8;
 
 pub struct Uploader<'a> {
     pub store: &'a Store,
     pub s3: &'a ObjectStore,
     pub chunk_size: u64,
     pub links: SymlinkPolicy,
+    /// Part buffers for the whole process (PART_BUFFERS), shared by every upload.
+    pub part_buffers: &'a Arc<Semaphore>,
 }
 
 /// What was sent, and what S3 should now hold.
 struct Sent {
-    expected_etag: String,
+    /// None when the parts' MD5s were not computed (a checksum proves them instead).
+    expected_etag: Option<String>,
     expected_checksum: Option<String>,
     etag: Option<String>,
 }
@@ -130,7 +140,7 @@ struct Sent {
 impl Sent {
     fn expected(&self) -> Expected<'_> {
         Expected {
-            etag: &self.expected_etag,
+            etag: self.expected_etag.as_deref(),
             checksum: self.expected_checksum.as_deref(),
         }
     }
@@ -168,7 +178,7 @@ impl Uploader<'_> {
         })
         .await
         .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
-        let (path, mut reader) = match local {
+        let (path, reader) = match local {
             Local::Changed(now) => return Ok(Outcome::Changed { now }),
             Local::Whole(data) => {
                 let (sent, answer) = self.put_single(file, &key, data).await?;
@@ -193,12 +203,12 @@ impl Uploader<'_> {
                     Verdict::Unproven => self.verify(file, &key, sent).await,
                 };
             }
-            Local::Open(path, f) => (path, tokio::fs::File::from_std(f)),
+            Local::Open(path, f) => (path, Arc::new(f)),
         };
         // Open only comes for a multipart plan.
         let part_size = part_size.unwrap_or(self.chunk_size);
         let sent = match self
-            .put_multipart(file, &path, &key, &mut reader, part_size)
+            .put_multipart(file, &path, &key, reader, part_size)
             .await?
         {
             Ok(sent) => sent,
@@ -262,7 +272,7 @@ impl Uploader<'_> {
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(file.size);
         let sent = Sent {
-            expected_etag: expected_etag(&[digest], false),
+            expected_etag: Some(expected_etag(&[digest], false)),
             expected_checksum: checksum,
             etag: answer.etag.clone(),
         };
@@ -274,7 +284,7 @@ impl Uploader<'_> {
         file: &ClaimedFile,
         path: &Path,
         key: &str,
-        reader: &mut tokio::fs::File,
+        reader: Arc<std::fs::File>,
         part_size: u64,
     ) -> Result<Result<Sent, Stopped>, UploadError> {
         let version = file.version();
@@ -309,17 +319,32 @@ impl Uploader<'_> {
         let missing: Vec<u64> = (1..=parts)
             .filter(|n| !done.contains_key(&(*n as i64)))
             .collect();
-        let mut todo = missing.into_iter();
+        let mut todo = missing.into_iter().peekable();
         let mut in_flight = FuturesUnordered::new();
         loop {
             while in_flight.len() < PARTS_IN_FLIGHT {
-                let Some(number) = todo.next() else { break };
+                let Some(number) = todo.peek().copied() else {
+                    break;
+                };
+                // A part buffer from the process-wide budget; with none free, wait for one of
+                // this file's parts in flight, or (with none in flight) for another file's.
+                let buffer = match self.part_buffers.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) if !in_flight.is_empty() => break,
+                    Err(_) => self
+                        .part_buffers
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| read_error(path, std::io::Error::other(e)))?,
+                };
+                todo.next();
                 let (offset, len) = part_range(file.size, part_size, number);
-                let data = match read_part(reader, offset, len).await {
-                    Ok(d) => d,
+                let part = match read_part(reader.clone(), offset, len, mode).await {
+                    Ok(part) => part,
                     Err(e) => return changed_or(path, file, e).await,
                 };
-                in_flight.push(self.send_part(file, key, upload_id, number, len, data));
+                in_flight.push(self.send_part(file, key, upload_id, number, part, buffer));
             }
             let Some(sent) = in_flight.next().await else {
                 break;
@@ -344,38 +369,40 @@ impl Uploader<'_> {
         Ok(Ok(expectations(mode, &done, etag)))
     }
 
-    /// Sends one part and records it; None when the file was superseded meanwhile.
+    /// Sends one part and records it; None when the file was superseded meanwhile. The part's
+    /// buffer (`_buffer`, from the budget) is given back when this ends.
     async fn send_part(
         &self,
         file: &ClaimedFile,
         key: &str,
         upload_id: &str,
         number: u64,
-        len: u64,
-        data: Bytes,
+        part: ReadPart,
+        _buffer: OwnedSemaphorePermit,
     ) -> Result<Option<PartRecord>, UploadError> {
-        let mode = self.s3.checksum_mode();
-        let digest = md5_digest(&data);
-        let checksum = mode.of(&data);
         let part_number = i32::try_from(number).expect("at most 10,000 parts");
+        let len = part.data.len() as u64;
         let sending = Instant::now();
-        let part = self
+        let acked = self
             .s3
             .upload_part(
                 &file.bucket,
                 key,
                 upload_id,
                 part_number,
-                data,
-                checksum.as_deref(),
+                part.data,
+                part.checksum.as_deref(),
             )
             .await?;
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(len);
         metrics.parts_uploaded.inc();
-        let expected = expected_etag(&[digest], false);
-        if let EtagCheck::Mismatch { actual, .. } = check_etag(&expected, &part.etag) {
+        // S3 checked the part's checksum on receipt; without one, its ETag must be our MD5.
+        let md5 = part.md5.map(|d| expected_etag(&[d], false));
+        if let Some(expected) = &md5
+            && let EtagCheck::Mismatch { actual, .. } = check_etag(expected, &acked.etag)
+        {
             return Err(UploadError::Verify(format!(
                 "part {number} of {key:?}: S3 answered ETag {actual}, the bytes sent give {expected}"
             )));
@@ -383,9 +410,9 @@ impl Uploader<'_> {
         let record = PartRecord {
             number: number as i64,
             size: len as i64,
-            etag: part.etag,
-            checksum,
-            md5: expected,
+            etag: acked.etag,
+            checksum: part.checksum,
+            md5: md5.unwrap_or_default(),
         };
         if !self
             .store
@@ -427,10 +454,11 @@ impl Uploader<'_> {
                     let sent = expectations(mode, &done, None);
                     if let Ok(info) = self.s3.head_object(&file.bucket, key).await
                         && info.size == file.size
-                        && info
-                            .etag
-                            .as_deref()
-                            .is_some_and(|t| check_etag(&sent.expected_etag, t) == EtagCheck::Match)
+                        && judge(
+                            &sent.expected(),
+                            info.etag.as_deref(),
+                            info.checksum.as_deref(),
+                        ) == Verdict::Proven
                     {
                         tracing::info!(
                             multipart_upload_id = upload_id,
@@ -487,10 +515,11 @@ fn expectations(
     parts: &BTreeMap<i64, PartRecord>,
     etag: Option<String>,
 ) -> Sent {
-    let digests: Vec<[u8; 16]> = parts.values().map(|p| hex_digest(&p.md5)).collect();
+    // Parts recorded without their MD5 (a checksum proved them) give no expected ETag.
+    let digests: Option<Vec<[u8; 16]>> = parts.values().map(|p| hex_digest(&p.md5)).collect();
     let checksums: Option<Vec<&str>> = parts.values().map(|p| p.checksum.as_deref()).collect();
     Sent {
-        expected_etag: expected_etag(&digests, true),
+        expected_etag: digests.map(|d| expected_etag(&d, true)),
         expected_checksum: checksums.and_then(|c| mode.composite(c)),
         etag,
     }
@@ -505,15 +534,16 @@ fn normalize_etag(etag: &str) -> String {
     etag.trim().trim_matches('"').to_ascii_lowercase()
 }
 
-fn hex_digest(hex: &str) -> [u8; 16] {
+/// The digest a recorded MD5 (hex) stands for; None when none was recorded or it is malformed.
+fn hex_digest(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32 {
+        return None;
+    }
     let mut out = [0u8; 16];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = hex
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    out
+    Some(out)
 }
 
 /// Where a tracked file lives on disk.
@@ -614,12 +644,43 @@ async fn current_version(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
     }
 }
 
-async fn read_part(reader: &mut tokio::fs::File, offset: u64, len: u64) -> std::io::Result<Bytes> {
-    let len = usize::try_from(len).map_err(std::io::Error::other)?;
-    let mut buf = vec![0u8; len];
-    reader.seek(SeekFrom::Start(offset)).await?;
-    reader.read_exact(&mut buf).await?;
-    Ok(Bytes::from(buf))
+/// A part as read from disk, with what proves it.
+struct ReadPart {
+    data: Bytes,
+    /// Computed only when no checksum is sent: then the part's ETag is the only check.
+    md5: Option<[u8; 16]>,
+    checksum: Option<String>,
+}
+
+/// Reads a part and computes its checksum (or its MD5) in one trip to the blocking pool, while
+/// the bytes are still in the cache.
+async fn read_part(
+    reader: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+    mode: ChecksumMode,
+) -> std::io::Result<ReadPart> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        let mut file = &*reader;
+        file.seek(SeekFrom::Start(offset))?;
+        // read_to_end fills the spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let checksum = mode.of(&buf);
+        let md5 = checksum.is_none().then(|| md5_digest(&buf));
+        Ok(ReadPart {
+            data: Bytes::from(buf),
+            md5,
+            checksum,
+        })
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// A read failed: if the file changed under us that is the reason, else it is a read error.
@@ -692,7 +753,9 @@ mod tests {
     fn digests_round_trip_through_hex() {
         let d = md5_digest(b"abc");
         let hex = expected_etag(&[d], false);
-        assert_eq!(hex_digest(&hex), d);
+        assert_eq!(hex_digest(&hex), Some(d));
+        assert_eq!(hex_digest(""), None);
+        assert_eq!(hex_digest(&"zz".repeat(16)), None);
         assert_eq!(normalize_etag("\"ABC\""), "abc");
     }
 
