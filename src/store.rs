@@ -641,14 +641,17 @@ impl Store {
     /// Takes the oldest PENDING file that is due (no retry pending) of a job that is not blocked,
     /// and marks it IN_PROGRESS.
     pub async fn claim_next_file(&self) -> Result<Option<ClaimedFile>> {
-        Ok(self.claim_files(1).await?.into_iter().next())
+        Ok(self.claim_files(1, &[]).await?.into_iter().next())
     }
 
     /// Takes up to `limit` of the oldest PENDING files that are due (no retry pending) of jobs
-    /// that are not blocked, and marks them IN_PROGRESS; oldest first.
+    /// that are not blocked, and marks them IN_PROGRESS; oldest first. Files whose object key
+    /// (`{upload_job_id}/{path}`) is in `busy` are left: an upload of an older version of them
+    /// is still running, and a second upload of the same key must not race it.
     ///
     /// One statement, so one round trip to the writer and atomic by itself.
-    pub async fn claim_files(&self, limit: usize) -> Result<Vec<ClaimedFile>> {
+    pub async fn claim_files(&self, limit: usize, busy: &[String]) -> Result<Vec<ClaimedFile>> {
+        let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".to_owned());
         let mut rows = sqlx::query_as::<_, ClaimRow>(
             "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1,
                 next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -656,6 +659,7 @@ impl Store {
                 SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
                 WHERE f.state = 'PENDING' AND j.error IS NULL
                   AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= ?)
+                  AND f.upload_job_id || '/' || f.path NOT IN (SELECT value FROM json_each(?))
                 ORDER BY f.id LIMIT ?)
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
                 multipart_upload_id, part_size, checksum,
@@ -663,6 +667,7 @@ impl Store {
                 (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket",
         )
         .bind(now_ms())
+        .bind(busy)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.writer)
         .await?;
@@ -765,6 +770,22 @@ impl Store {
         update_bytes_sent(&mut tx, v.file_id).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Whether the file is still this version in progress with this multipart upload: what an
+    /// upload checks before completing it, so that an upload the store has let go of (the file
+    /// changed, the job was deleted) never becomes the object.
+    pub async fn holds_upload(&self, v: FileVersion, upload: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE id = ? AND state = 'IN_PROGRESS'
+                AND size = ? AND mtime_ns = ? AND multipart_upload_id = ?)",
+        )
+        .bind(v.file_id)
+        .bind(to_i64(v.size))
+        .bind(v.mtime_ns)
+        .bind(upload)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// The recorded parts of a file's multipart upload, by number.
@@ -1267,11 +1288,14 @@ mod tests {
             claimed.into_iter().map(|f| f.path).collect()
         };
         assert_eq!(
-            paths(store.claim_files(3).await.unwrap()),
+            paths(store.claim_files(3, &[]).await.unwrap()),
             ["f0", "f1", "f2"]
         );
-        assert_eq!(paths(store.claim_files(3).await.unwrap()), ["f3", "f4"]);
-        assert!(store.claim_files(3).await.unwrap().is_empty());
+        // A file whose older upload still runs is left until it ends.
+        let busy = ["job/f3".to_owned()];
+        assert_eq!(paths(store.claim_files(3, &busy).await.unwrap()), ["f4"]);
+        assert_eq!(paths(store.claim_files(3, &[]).await.unwrap()), ["f3"]);
+        assert!(store.claim_files(3, &[]).await.unwrap().is_empty());
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!(tally.in_progress.files, 5);
     }
@@ -1297,6 +1321,18 @@ mod tests {
                 .await
                 .unwrap()
         );
+        assert!(
+            store
+                .holds_upload(claimed.version(), "mpu-1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .holds_upload(claimed.version(), "mpu-2")
+                .await
+                .unwrap()
+        );
         // The scan sees the file grow while it uploads.
         store
             .apply_scan_changes(
@@ -1318,6 +1354,13 @@ mod tests {
         assert!(
             !store
                 .mark_uploaded(claimed.version(), Some("etag"))
+                .await
+                .unwrap()
+        );
+        // Nor may the old upload be completed.
+        assert!(
+            !store
+                .holds_upload(claimed.version(), "mpu-1")
                 .await
                 .unwrap()
         );

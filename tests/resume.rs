@@ -218,7 +218,8 @@ async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
         ..Faults::default()
     });
     let src = tempfile::tempdir().unwrap();
-    let path = write_file(src.path(), "growing.bin", &content(1000, 20 * MIB));
+    // 12 parts, 4 in flight at a time: the rewrite lands with parts still to go.
+    let path = write_file(src.path(), "growing.bin", &content(1000, 60 * MIB));
     let env = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
     let ferry = Ferry::start(&env).await;
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
@@ -228,7 +229,7 @@ async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
         })
         .await;
     // Rewritten in place while its parts go up: same size, new bytes, new mtime.
-    let now = content(1001, 20 * MIB);
+    let now = content(1001, 60 * MIB);
     std::fs::write(&path, &now).unwrap();
 
     let job = ferry

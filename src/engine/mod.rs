@@ -85,32 +85,46 @@ pub struct Context {
     part_buffers: Arc<Semaphore>,
 }
 
-/// How many uploads of each job are running.
+/// The uploads running: their object keys (no second upload of a key may start while one runs,
+/// or the older could complete last and leave its bytes in S3) and how many per job.
 #[derive(Default)]
-struct Running(Mutex<std::collections::HashMap<String, usize>>);
+struct Running(Mutex<RunningUploads>);
+
+#[derive(Default)]
+struct RunningUploads {
+    keys: HashSet<String>,
+    per_job: std::collections::HashMap<String, usize>,
+}
 
 impl Running {
-    fn started(&self, job_id: &str) {
-        *self
-            .0
-            .lock()
-            .expect("running lock")
-            .entry(job_id.to_owned())
-            .or_default() += 1;
+    fn started(&self, file: &ClaimedFile) {
+        let mut running = self.0.lock().expect("running lock");
+        running
+            .keys
+            .insert(crate::core::plan::object_key(&file.upload_id, &file.path));
+        *running.per_job.entry(file.upload_id.clone()).or_default() += 1;
     }
 
-    /// Counts an upload out; true when it was the job's last one running.
-    fn finished(&self, job_id: &str) -> bool {
+    /// Counts an upload out; true when it was its job's last one running.
+    fn finished(&self, file: &ClaimedFile) -> bool {
         let mut running = self.0.lock().expect("running lock");
-        let Some(n) = running.get_mut(job_id) else {
+        running
+            .keys
+            .remove(&crate::core::plan::object_key(&file.upload_id, &file.path));
+        let Some(n) = running.per_job.get_mut(&file.upload_id) else {
             return true;
         };
         *n = n.saturating_sub(1);
         if *n == 0 {
-            running.remove(job_id);
+            running.per_job.remove(&file.upload_id);
             return true;
         }
         false
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let running = self.0.lock().expect("running lock");
+        running.keys.iter().cloned().collect()
     }
 }
 
@@ -556,12 +570,13 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         while let Ok(more) = slots.clone().try_acquire_owned() {
             permits.push(more);
         }
-        match ctx.store.claim_files(permits.len()).await {
+        let busy = ctx.running.keys();
+        match ctx.store.claim_files(permits.len(), &busy).await {
             Ok(files) if !files.is_empty() => {
                 // Slots beyond the files claimed are dropped with the rest of `permits`.
                 for (file, permit) in files.into_iter().zip(permits) {
                     let ctx = ctx.clone();
-                    ctx.running.started(&file.upload_id);
+                    ctx.running.started(&file);
                     uploads.spawn(async move { run_upload(&ctx, file, permit).await });
                 }
             }
@@ -651,9 +666,12 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
     if may_queue_aborts {
         ctx.wake_janitor();
     }
+    // Counted out before the dispatcher is woken: a newer version of this file may be waiting
+    // for this upload to end.
+    let last_of_job = ctx.running.finished(&file);
     ctx.wake_dispatcher(); // a retry may now be due sooner than it was waiting for
     // A job can settle only when none of its uploads runs: only the last one out looks.
-    if ctx.running.finished(&file.upload_id) {
+    if last_of_job {
         log_if_settled(ctx, &file.upload_id).await;
     }
 }

@@ -354,6 +354,11 @@ impl Uploader<'_> {
             };
             done.insert(record.number, record);
         }
+        // The store may have let go of this upload since the last part was recorded (a scan saw
+        // the file change, the job was deleted): then it must not become the object.
+        if !self.store.holds_upload(version, upload_id).await? {
+            return Ok(Err(Stopped::Superseded));
+        }
         let completed: Vec<crate::s3::UploadedPart> = done
             .values()
             .map(|p| crate::s3::UploadedPart {
