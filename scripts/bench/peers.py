@@ -186,7 +186,6 @@ class Ferry:
         env = env_with({
             "AWS_ENDPOINT_URL": server.url, "FERRY_S3_FORCE_PATH_STYLE": "true",
             "FERRY_LISTEN": f"127.0.0.1:{self.port}", "FERRY_DATABASE_URL": f"sqlite://{self.dir}/ferry.db",
-            "FERRY_LOG": "warn",
         })
         # Extra settings for experiments, e.g. BENCH_FERRY_ENV="FERRY_CONCURRENCY=16".
         for pair in os.environ.get("BENCH_FERRY_ENV", "").split():
