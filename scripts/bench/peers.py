@@ -88,6 +88,9 @@ def make_data(root, workload, noop_files):
     else:
         raise SystemExit(f"unknown workload {workload}")
     done.touch()
+    # ferry uploads a file once it has gone FERRY_SETTLE_TIME (3 s) without a change; files made
+    # a moment ago would time that wait, not the upload, in the first run.
+    time.sleep(4)
     return folder
 
 
