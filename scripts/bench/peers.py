@@ -151,6 +151,14 @@ def make_bucket(tools, server, bucket):
                    env=env_with({}), check=True, capture_output=True)
 
 
+def drop_bucket(tools, server, bucket):
+    """Empties and removes a bucket after its run: LocalStack keeps every object it holds in
+    temporary files, and runs of 1 GiB each filled the disk."""
+    s5 = [str(tools / "s5cmd"), "--endpoint-url", server.url]
+    subprocess.run([*s5, "rm", f"s3://{bucket}/*"], env=env_with({}), capture_output=True)
+    subprocess.run([*s5, "rb", f"s3://{bucket}"], env=env_with({}), capture_output=True)
+
+
 def timed(cmd, env):
     """Wall, CPU (user+sys) and peak RSS (KiB) of a whole process, by GNU time."""
     with tempfile.NamedTemporaryFile("r") as out:
@@ -265,6 +273,7 @@ def run_workload(workload, folder, args, tools, server, work, results):
                     m = timed(cmd, env_with(env))
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
                 print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
+                drop_bucket(tools, server, bucket)
         return
     # No-op: one untimed upload per tool, then timed repeats over the unchanged folder.
     for tool in tool_names:
@@ -289,6 +298,7 @@ def run_workload(workload, folder, args, tools, server, work, results):
         finally:
             if tool == "ferry":
                 ferry.stop()
+            drop_bucket(tools, server, bucket)
 
 
 def summarize(results, sizes):

@@ -82,7 +82,7 @@ pub struct Context {
     /// Uploads running per job.
     running: Running,
     /// The part buffers multipart uploads share (upload::PART_BUFFERS).
-    part_buffers: Arc<Semaphore>,
+    part_buffers: upload::PartBuffers,
 }
 
 /// The uploads running: their object keys (no second upload of a key may start while one runs,
@@ -162,7 +162,7 @@ impl Context {
             manifests: manifests::Manifests::default(),
             failures: Mutex::default(),
             running: Running::default(),
-            part_buffers: Arc::new(Semaphore::new(upload::PART_BUFFERS)),
+            part_buffers: upload::PartBuffers::default(),
             store,
             s3,
             settings,

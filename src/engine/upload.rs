@@ -120,13 +120,72 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// read for its next part holds one of them.
 pub const PART_BUFFERS: usize = 8;
 
+/// The part buffers every multipart upload shares: at most PART_BUFFERS at once, and reused.
+///
+/// Reused rather than allocated per part: a fresh 5 MiB allocation per part is faulted in page
+/// by page, and freed ones made on the blocking pool's threads stay in those threads' malloc
+/// arenas, so the peak memory grew beyond the buffers themselves.
+pub struct PartBuffers {
+    slots: Arc<Semaphore>,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Default for PartBuffers {
+    fn default() -> Self {
+        PartBuffers {
+            slots: Arc::new(Semaphore::new(PART_BUFFERS)),
+            free: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// The right to one part buffer, and the buffer itself once one is free to reuse.
+struct PartBuffer {
+    _slot: OwnedSemaphorePermit,
+    reuse: Option<Vec<u8>>,
+}
+
+impl PartBuffers {
+    fn ready(&self, slot: OwnedSemaphorePermit) -> PartBuffer {
+        let reuse = self.free.lock().expect("part buffers lock").pop();
+        PartBuffer { _slot: slot, reuse }
+    }
+
+    /// A buffer now if one is free, else None.
+    fn try_take(&self) -> Option<PartBuffer> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.ready(slot))
+    }
+
+    /// A buffer, once one is free.
+    async fn take(&self) -> PartBuffer {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the part buffer semaphore is never closed");
+        self.ready(slot)
+    }
+
+    /// Takes back a part's bytes for the next part, if nothing else holds them.
+    fn give_back(&self, data: Bytes) {
+        if let Ok(bytes) = data.try_into_mut() {
+            let free = &mut self.free.lock().expect("part buffers lock");
+            if free.len() < PART_BUFFERS {
+                free.push(Vec::from(bytes));
+            }
+        }
+    }
+}
+
 pub struct Uploader<'a> {
     pub store: &'a Store,
     pub s3: &'a ObjectStore,
     pub chunk_size: u64,
     pub links: SymlinkPolicy,
     /// Part buffers for the whole process (PART_BUFFERS), shared by every upload.
-    pub part_buffers: &'a Arc<Semaphore>,
+    pub part_buffers: &'a PartBuffers,
 }
 
 /// What was sent, and what S3 should now hold.
@@ -328,19 +387,15 @@ impl Uploader<'_> {
                 };
                 // A part buffer from the process-wide budget; with none free, wait for one of
                 // this file's parts in flight, or (with none in flight) for another file's.
-                let buffer = match self.part_buffers.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) if !in_flight.is_empty() => break,
-                    Err(_) => self
-                        .part_buffers
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|e| read_error(path, std::io::Error::other(e)))?,
+                let mut buffer = match self.part_buffers.try_take() {
+                    Some(buffer) => buffer,
+                    None if !in_flight.is_empty() => break,
+                    None => self.part_buffers.take().await,
                 };
                 todo.next();
                 let (offset, len) = part_range(file.size, part_size, number);
-                let part = match read_part(reader.clone(), offset, len, mode).await {
+                let reuse = buffer.reuse.take().unwrap_or_default();
+                let part = match read_part(reader.clone(), offset, len, mode, reuse).await {
                     Ok(part) => part,
                     Err(e) => return changed_or(path, file, e).await,
                 };
@@ -383,7 +438,7 @@ impl Uploader<'_> {
         upload_id: &str,
         number: u64,
         part: ReadPart,
-        _buffer: OwnedSemaphorePermit,
+        _buffer: PartBuffer,
     ) -> Result<Option<PartRecord>, UploadError> {
         let part_number = i32::try_from(number).expect("at most 10,000 parts");
         let len = part.data.len() as u64;
@@ -395,10 +450,13 @@ impl Uploader<'_> {
                 key,
                 upload_id,
                 part_number,
-                part.data,
+                part.data.clone(),
                 part.checksum.as_deref(),
             )
-            .await?;
+            .await;
+        // The request is done with the bytes, whatever its outcome: the buffer goes back.
+        self.part_buffers.give_back(part.data);
+        let acked = acked?;
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(len);
@@ -664,6 +722,7 @@ async fn read_part(
     offset: u64,
     len: u64,
     mode: ChecksumMode,
+    mut buf: Vec<u8>,
 ) -> std::io::Result<ReadPart> {
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
@@ -671,7 +730,8 @@ async fn read_part(
         let mut file = &*reader;
         file.seek(SeekFrom::Start(offset))?;
         // read_to_end fills the spare capacity without zeroing it first.
-        let mut buf = Vec::with_capacity(len);
+        buf.clear();
+        buf.reserve_exact(len);
         file.take(len as u64).read_to_end(&mut buf)?;
         if buf.len() != len {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
