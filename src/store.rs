@@ -820,37 +820,28 @@ impl Store {
 
     /// The file is in S3, verified. No effect when the file changed meanwhile.
     pub async fn mark_uploaded(&self, v: FileVersion, etag: Option<&str>) -> Result<bool> {
+        // ?5: whether a file with a multipart upload (and so parts to drop) may match.
+        const MARK: &str = "UPDATE files SET state = 'UPLOADED', bytes_sent = size,
+                multipart_upload_id = NULL, part_size = NULL, checksum = NULL, etag = ?1,
+                last_error = NULL, next_attempt_at = NULL,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?2 AND state = 'IN_PROGRESS' AND size = ?3 AND mtime_ns = ?4
+                AND (?5 OR multipart_upload_id IS NULL)";
+        let mark = |with_upload: bool| {
+            sqlx::query(MARK)
+                .bind(etag)
+                .bind(v.file_id)
+                .bind(to_i64(v.size))
+                .bind(v.mtime_ns)
+                .bind(with_upload)
+        };
         // Parts are recorded only while a file has a multipart upload: without one (every small
         // file) there are none to drop, and one statement does it all.
-        let done = sqlx::query(
-            "UPDATE files SET state = 'UPLOADED', bytes_sent = size, etag = ?, last_error = NULL,
-                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?
-                AND multipart_upload_id IS NULL",
-        )
-        .bind(etag)
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 1 {
+        if mark(false).execute(&self.writer).await?.rows_affected() == 1 {
             return Ok(true);
         }
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE files SET state = 'UPLOADED', bytes_sent = size, multipart_upload_id = NULL,
-                part_size = NULL, checksum = NULL, etag = ?, last_error = NULL,
-                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
-        )
-        .bind(etag)
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
+        if mark(true).execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         drop_parts(&mut tx, v.file_id).await?;
