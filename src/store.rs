@@ -739,17 +739,7 @@ impl Store {
         part: &PartRecord,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let ours = sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM files WHERE id = ? AND state = 'IN_PROGRESS' AND size = ?
-                AND mtime_ns = ? AND multipart_upload_id = ?",
-        )
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .bind(upload)
-        .fetch_one(&mut *tx)
-        .await?;
-        if ours != 1 {
+        if !holds(&mut *tx, v, upload).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -776,16 +766,7 @@ impl Store {
     /// upload checks before completing it, so that an upload the store has let go of (the file
     /// changed, the job was deleted) never becomes the object.
     pub async fn holds_upload(&self, v: FileVersion, upload: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM files WHERE id = ? AND state = 'IN_PROGRESS'
-                AND size = ? AND mtime_ns = ? AND multipart_upload_id = ?)",
-        )
-        .bind(v.file_id)
-        .bind(to_i64(v.size))
-        .bind(v.mtime_ns)
-        .bind(upload)
-        .fetch_one(&self.pool)
-        .await?)
+        holds(&self.pool, v, upload).await
     }
 
     /// The recorded parts of a file's multipart upload, by number.
@@ -1085,6 +1066,25 @@ impl Store {
 }
 
 /// The job and bucket of a file, if it is still this version in progress.
+/// Whether the file is this version in progress with this multipart upload (on a pool, or in the
+/// caller's transaction).
+async fn holds<'e>(
+    db: impl sqlx::Executor<'e, Database = Sqlite>,
+    v: FileVersion,
+    upload: &str,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM files WHERE id = ? AND state = 'IN_PROGRESS'
+            AND size = ? AND mtime_ns = ? AND multipart_upload_id = ?)",
+    )
+    .bind(v.file_id)
+    .bind(to_i64(v.size))
+    .bind(v.mtime_ns)
+    .bind(upload)
+    .fetch_one(db)
+    .await?)
+}
+
 async fn this_version(
     tx: &mut Transaction<'static, Sqlite>,
     v: FileVersion,

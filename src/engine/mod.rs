@@ -85,46 +85,33 @@ pub struct Context {
     part_buffers: upload::PartBuffers,
 }
 
-/// The uploads running: their object keys (no second upload of a key may start while one runs,
-/// or the older could complete last and leave its bytes in S3) and how many per job.
+/// The object keys of the uploads running: no second upload of a key may start while one runs,
+/// or the older could complete last and leave its bytes in S3. A key is `{upload_id}/{path}`, so
+/// the keys also tell which jobs have uploads running.
 #[derive(Default)]
-struct Running(Mutex<RunningUploads>);
-
-#[derive(Default)]
-struct RunningUploads {
-    keys: HashSet<String>,
-    per_job: std::collections::HashMap<String, usize>,
-}
+struct Running(Mutex<HashSet<String>>);
 
 impl Running {
     fn started(&self, file: &ClaimedFile) {
-        let mut running = self.0.lock().expect("running lock");
-        running
-            .keys
-            .insert(crate::core::plan::object_key(&file.upload_id, &file.path));
-        *running.per_job.entry(file.upload_id.clone()).or_default() += 1;
+        let key = crate::core::plan::object_key(&file.upload_id, &file.path);
+        self.0.lock().expect("running lock").insert(key);
     }
 
     /// Counts an upload out; true when it was its job's last one running.
     fn finished(&self, file: &ClaimedFile) -> bool {
-        let mut running = self.0.lock().expect("running lock");
-        running
-            .keys
-            .remove(&crate::core::plan::object_key(&file.upload_id, &file.path));
-        let Some(n) = running.per_job.get_mut(&file.upload_id) else {
-            return true;
-        };
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            running.per_job.remove(&file.upload_id);
-            return true;
-        }
-        false
+        let mut keys = self.0.lock().expect("running lock");
+        keys.remove(&crate::core::plan::object_key(&file.upload_id, &file.path));
+        let job_prefix = crate::core::plan::object_key(&file.upload_id, "");
+        !keys.iter().any(|k| k.starts_with(&job_prefix))
     }
 
     fn keys(&self) -> Vec<String> {
-        let running = self.0.lock().expect("running lock");
-        running.keys.iter().cloned().collect()
+        self.0
+            .lock()
+            .expect("running lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
