@@ -412,9 +412,9 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "small.txt", b"small");
     write_file(src.path(), "large.bin", &content(900, 11 * MIB));
-    // The ETag is checked wherever ferry knows the MD5s: every object without a checksum
-    // (FERRY_CHECKSUM=none), and single objects with one. The checksum (the default) is checked
-    // on every object.
+    // The checksum (the default) is checked on every object. The ETag is checked wherever it is
+    // the proof: every object without a checksum (FERRY_CHECKSUM=none), and a single object whose
+    // PutObject answer carries no checksum.
     let mut id = String::new();
     let mut ferry = None;
     for (faults, needle, checksum) in [
@@ -459,32 +459,48 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
     }
     let ferry = ferry.unwrap();
 
-    // With a checksum, a wrong multipart ETag alone proves nothing against the checksum S3
-    // reports, which is the check; a wrong single-object ETag still fails it.
-    proxy.set_faults(Faults {
-        corrupt_etag: true,
-        ..Faults::default()
-    });
-    let etag_only = ferry.create_job(src.path(), &s3.bucket, None).await;
-    ferry.wait_settled(&etag_only, SETTLE).await;
-    let states: Vec<(String, String)> = ferry
-        .files(&etag_only)
-        .await
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_owned(),
-                f["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        states,
-        [
-            ("large.bin".to_owned(), "UPLOADED".to_owned()),
-            ("small.txt".to_owned(), "FAILED".to_owned())
-        ]
-    );
+    // With a checksum, a wrong ETag alone proves nothing against the checksum S3 reports, which
+    // is the check. But where S3 answers a PutObject without a checksum, the ETag is the check,
+    // and a wrong one fails the object.
+    for (faults, small_state) in [
+        (
+            Faults {
+                corrupt_etag: true,
+                ..Faults::default()
+            },
+            "UPLOADED",
+        ),
+        (
+            Faults {
+                corrupt_etag: true,
+                put_answer_etag_only: true,
+                ..Faults::default()
+            },
+            "FAILED",
+        ),
+    ] {
+        proxy.set_faults(faults);
+        let etag_only = ferry.create_job(src.path(), &s3.bucket, None).await;
+        ferry.wait_settled(&etag_only, SETTLE).await;
+        let states: Vec<(String, String)> = ferry
+            .files(&etag_only)
+            .await
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().to_owned(),
+                    f["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("large.bin".to_owned(), "UPLOADED".to_owned()),
+                ("small.txt".to_owned(), small_state.to_owned())
+            ]
+        );
+    }
 
     proxy.set_faults(Faults::default());
     ferry
@@ -532,6 +548,16 @@ async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
     assert_eq!(proxy.succeeded("PutObject"), 5);
     assert_eq!(proxy.received("HeadObject"), 1, "only the multipart object");
 
+    // A store that answers with the ETag alone: the ETag, an MD5, proves each small object.
+    proxy.set_faults(Faults {
+        put_answer_etag_only: true,
+        ..Faults::default()
+    });
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(proxy.received("HeadObject"), 2, "only the multipart object");
+
     // A store whose PutObject answers say nothing of what it stored: each object is read back.
     proxy.set_faults(Faults {
         bare_put_answer: true,
@@ -540,7 +566,7 @@ async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
-    assert_eq!(proxy.received("HeadObject"), 1 + 6);
+    assert_eq!(proxy.received("HeadObject"), 2 + 6);
     for i in 0..5 {
         let key = format!("{id}/small-{i}.txt");
         assert!(s3.get(&key).await == content(700 + i, 3000), "{key}");

@@ -30,7 +30,7 @@ use crate::core::plan::{
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ObjectStore, PutAnswer, S3Error};
+use crate::s3::{ErrorKind, ObjectStore, S3Error};
 use crate::scan::file_version;
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 
@@ -232,35 +232,16 @@ impl Uploader<'_> {
             UploadPlan::Multipart { part_size, .. } => Some(part_size),
         };
         let (claimed, whole) = ((file.size, file.mtime_ns), part_size.is_none());
+        let mode = self.s3.checksum_mode();
         let local = tokio::task::spawn_blocking(move || {
-            open_local(&folder, &relative, links, claimed, whole)
+            open_local(&folder, &relative, links, claimed, whole.then_some(mode))
         })
         .await
         .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
         let (path, reader) = match local {
             Local::Changed(now) => return Ok(Outcome::Changed { now }),
-            Local::Whole(data) => {
-                let (sent, answer) = self.put_single(file, &key, data).await?;
-                // PutObject's answer carries the ETag and the checksum S3 computed from the
-                // bytes it received: when they prove the object, a HeadObject would add a
-                // request per file and nothing else.
-                let expected = sent.expected();
-                return match judge(
-                    &expected,
-                    answer.etag.as_deref(),
-                    answer.checksum.as_deref(),
-                ) {
-                    Verdict::Proven => {
-                        tracing::info!(key, bytes = file.size, "uploaded");
-                        Ok(Outcome::Uploaded { etag: answer.etag })
-                    }
-                    Verdict::Differs {
-                        what,
-                        reported,
-                        expected,
-                    } => Err(differs(&key, what, &reported, &expected)),
-                    Verdict::Unproven => self.verify(file, &key, sent).await,
-                };
+            Local::Whole(data, checksum) => {
+                return self.put_single(file, &key, data, checksum).await;
             }
             Local::Open(path, f) => (path, Arc::new(f)),
         };
@@ -314,28 +295,56 @@ impl Uploader<'_> {
         Ok(Outcome::Uploaded { etag })
     }
 
+    /// Sends a small file in one PutObject. Its answer carries the checksum S3 computed from the
+    /// bytes it received (and an ETag, an MD5 on most stores): when that proves the object, a
+    /// HeadObject would add a request per file and nothing else. The MD5 is computed only when
+    /// the checksum cannot prove it: none is sent, or the answer carries none.
     async fn put_single(
         &self,
         file: &ClaimedFile,
         key: &str,
         data: Bytes,
-    ) -> Result<(Sent, PutAnswer), UploadError> {
-        let digest = md5_digest(&data);
-        let checksum = self.s3.checksum_mode().of(&data);
+        checksum: Option<String>,
+    ) -> Result<Outcome, UploadError> {
+        let mut digest = checksum.is_none().then(|| md5_digest(&data));
         let sending = Instant::now();
         let answer = self
             .s3
-            .put_object(&file.bucket, key, data, checksum.as_deref())
+            .put_object(&file.bucket, key, data.clone(), checksum.as_deref())
             .await?;
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(file.size);
-        let sent = Sent {
-            expected_etag: Some(expected_etag(&[digest], false)),
-            expected_checksum: checksum,
-            etag: answer.etag.clone(),
+        let judged = |digest: Option<[u8; 16]>| {
+            let sent = Sent {
+                expected_etag: digest.map(|d| expected_etag(&[d], false)),
+                expected_checksum: checksum.clone(),
+                etag: answer.etag.clone(),
+            };
+            let verdict = judge(
+                &sent.expected(),
+                answer.etag.as_deref(),
+                answer.checksum.as_deref(),
+            );
+            (sent, verdict)
         };
-        Ok((sent, answer))
+        let (mut sent, mut verdict) = judged(digest);
+        if verdict == Verdict::Unproven && digest.is_none() {
+            digest = Some(md5_digest(&data));
+            (sent, verdict) = judged(digest);
+        }
+        match verdict {
+            Verdict::Proven => {
+                tracing::info!(key, bytes = file.size, "uploaded");
+                Ok(Outcome::Uploaded { etag: answer.etag })
+            }
+            Verdict::Differs {
+                what,
+                reported,
+                expected,
+            } => Err(differs(key, what, &reported, &expected)),
+            Verdict::Unproven => self.verify(file, key, sent).await,
+        }
     }
 
     async fn put_multipart(
@@ -646,13 +655,15 @@ fn resolve_source(
 enum Local {
     /// Gone, changed, or now a link the policy refuses: not the version claimed.
     Changed(Option<(u64, i64)>),
-    /// A small file, read whole, and still the version claimed after the read.
-    Whole(Bytes),
+    /// A small file, read whole, and still the version claimed after the read, with its checksum
+    /// (FERRY_CHECKSUM's algorithm) computed while the bytes were in the cache.
+    Whole(Bytes, Option<String>),
     /// A large file, open for reading part by part.
     Open(PathBuf, std::fs::File),
 }
 
-/// Resolves, checks and opens a claimed file (reading it whole when `whole`). Blocking.
+/// Resolves, checks and opens a claimed file. With `whole` (the checksum mode) a small file is
+/// also read whole and checksummed, in the same trip to the blocking pool. Blocking.
 ///
 /// Resolved again here, not trusted from the scan: a file swapped for a link since must not lead
 /// ferry out of the folder.
@@ -661,7 +672,7 @@ fn open_local(
     relative: &str,
     links: SymlinkPolicy,
     claimed: (u64, i64),
-    whole: bool,
+    whole: Option<ChecksumMode>,
 ) -> Result<Local, UploadError> {
     let Some(path) = resolve_source(source_folder, relative, links)? else {
         return Ok(Local::Changed(None));
@@ -681,9 +692,9 @@ fn open_local(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Changed(None)),
         Err(e) => return Err(read_error(&path, e)),
     };
-    if !whole {
+    let Some(mode) = whole else {
         return Ok(Local::Open(path, f));
-    }
+    };
     let len =
         usize::try_from(claimed.0).map_err(|e| read_error(&path, std::io::Error::other(e)))?;
     let mut buf = vec![0u8; len];
@@ -694,7 +705,8 @@ fn open_local(
         return Ok(Local::Changed(now));
     }
     read.map_err(|e| read_error(&path, e))?;
-    Ok(Local::Whole(Bytes::from(buf)))
+    let checksum = mode.of(&buf);
+    Ok(Local::Whole(Bytes::from(buf), checksum))
 }
 
 /// The file's size and mtime now; None when it is gone.

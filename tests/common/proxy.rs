@@ -37,6 +37,9 @@ pub struct Faults {
     pub corrupt_etag: bool,
     /// PutObject answers carry neither an ETag nor a checksum, as from a store that gives none.
     pub bare_put_answer: bool,
+    /// PutObject answers carry their ETag but no checksum, as from a store that keeps none
+    /// (`rclone serve s3`).
+    pub put_answer_etag_only: bool,
 }
 
 #[derive(Default)]
@@ -293,10 +296,13 @@ impl Handler for Forward {
                 );
             }
         }
-        if op == "PutObject" && faults.bare_put_answer {
+        if op == "PutObject" && (faults.bare_put_answer || faults.put_answer_etag_only) {
             state.injected.fetch_add(1, Ordering::Relaxed);
-            for name in ["etag", "x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
+            for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
                 res.headers_mut().remove(name);
+            }
+            if faults.bare_put_answer {
+                res.headers_mut().remove("etag");
             }
         }
         let describes_object = matches!(op, "HeadObject" | "PutObject");
