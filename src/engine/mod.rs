@@ -81,6 +81,8 @@ pub struct Context {
     failures: Mutex<std::collections::HashMap<String, u32>>,
     /// Uploads running per job.
     running: Running,
+    /// Uploads that succeeded, waiting for the dispatcher to record them.
+    finished: Finished,
     /// The part buffers multipart uploads share (upload::PART_BUFFERS).
     part_buffers: upload::PartBuffers,
 }
@@ -112,6 +114,22 @@ impl Running {
             .iter()
             .cloned()
             .collect()
+    }
+}
+
+/// Uploads that succeeded and are not yet recorded. The dispatcher marks them all UPLOADED in one
+/// write before its next claim: with many small files, one write per file would cost more than
+/// the files' uploads (the store has one writer).
+#[derive(Default)]
+struct Finished(Mutex<Vec<(ClaimedFile, Option<String>)>>);
+
+impl Finished {
+    fn push(&self, file: ClaimedFile, etag: Option<String>) {
+        self.0.lock().expect("finished lock").push((file, etag));
+    }
+
+    fn take(&self) -> Vec<(ClaimedFile, Option<String>)> {
+        std::mem::take(&mut *self.0.lock().expect("finished lock"))
     }
 }
 
@@ -149,6 +167,7 @@ impl Context {
             manifests: manifests::Manifests::default(),
             failures: Mutex::default(),
             running: Running::default(),
+            finished: Finished::default(),
             part_buffers: upload::PartBuffers::default(),
             store,
             s3,
@@ -557,6 +576,8 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         while let Ok(more) = slots.clone().try_acquire_owned() {
             permits.push(more);
         }
+        // The uploads that ended are recorded first: their keys are free again after.
+        record_uploaded(&ctx).await;
         let busy = ctx.running.keys();
         match ctx.store.claim_files(permits.len(), &busy).await {
             Ok(files) if !files.is_empty() => {
@@ -605,11 +626,41 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         );
         uploads.shutdown().await;
     }
+    record_uploaded(&ctx).await;
 }
 
-/// Uploads a claimed file and records the outcome. The slot (`permit`) is held while the file is
-/// read and sent, and given back before the outcome is written, so that the next file starts
-/// while this one is recorded.
+/// Marks the uploads that succeeded since the last call UPLOADED, in one write, and counts them
+/// out of the running ones.
+async fn record_uploaded(ctx: &Arc<Context>) {
+    let done = ctx.finished.take();
+    if done.is_empty() {
+        return;
+    }
+    let versions: Vec<_> = done
+        .iter()
+        .map(|(file, etag)| (file.version(), etag.clone()))
+        .collect();
+    if let Err(e) = ctx.store.mark_uploaded_all(&versions).await {
+        // They stay IN_PROGRESS: the next start sends them again.
+        tracing::error!(files = done.len(), error = %e, "cannot record the uploads' outcomes");
+    }
+    let mut last_of_job = HashSet::new();
+    for (file, _) in &done {
+        if ctx.running.finished(file) {
+            last_of_job.insert(file.upload_id.clone());
+        }
+    }
+    // A job can settle only when none of its uploads runs: only the last one out looks.
+    for job_id in last_of_job {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { log_if_settled(&ctx, &job_id).await });
+    }
+}
+
+/// Uploads a claimed file and records the outcome: a success through the dispatcher, which marks
+/// every success since its last claim in one write (`record_uploaded`), anything else here. The
+/// slot (`permit`) is held while the file is read and sent, and given back before the outcome is
+/// written, so that the next file starts while this one is recorded.
 async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphorePermit) {
     let uploader = Uploader {
         store: &ctx.store,
@@ -625,13 +676,15 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
     let outcome = uploader.upload(&file).await;
     drop(in_flight);
     drop(permit);
-    // Every outcome but a success may have queued a multipart upload for abort.
-    let may_queue_aborts = !matches!(outcome, Ok(Outcome::Uploaded { .. }));
     let recorded = match outcome {
         Ok(Outcome::Uploaded { etag }) => {
             metrics.uploaded_files.inc();
             metrics.file_upload_seconds.observe(started.elapsed());
-            ctx.store.mark_uploaded(version, etag.as_deref()).await
+            // The dispatcher records it, with the others that ended meanwhile, before its next
+            // claim.
+            ctx.finished.push(file, etag);
+            ctx.wake_dispatcher();
+            return;
         }
         Ok(Outcome::Changed { now }) => {
             if now.is_some() {
@@ -650,9 +703,8 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
     if let Err(e) = recorded {
         tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome");
     }
-    if may_queue_aborts {
-        ctx.wake_janitor();
-    }
+    // Every outcome but a success may have queued a multipart upload for abort.
+    ctx.wake_janitor();
     // Counted out before the dispatcher is woken: a newer version of this file may be waiting
     // for this upload to end.
     let last_of_job = ctx.running.finished(&file);
