@@ -1282,6 +1282,14 @@ mod tests {
         }
     }
 
+    /// What a scan records when it sees a file of "job" change on disk.
+    async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
+        store
+            .apply_scan_changes("job", "bucket", &[], &[(file_id, now)], &[], Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_job_id_is_taken_once() {
         let store = store_with_job().await;
@@ -1375,17 +1383,7 @@ mod tests {
                 .unwrap()
         );
         // The scan sees the file grow while it uploads.
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[],
-                &[(claimed.file_id, seen("a", 20, 2))],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        changed_on_disk(&store, claimed.file_id, seen("a", 20, 2)).await;
         assert!(
             !store
                 .record_part(claimed.version(), "mpu-1", &part(1, 5))
@@ -1452,17 +1450,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[],
-                &[(changed.file_id, seen("changed", 20, 2))],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        changed_on_disk(&store, changed.file_id, seen("changed", 20, 2)).await;
         assert!(store.mark_uploaded(done.version(), None).await.unwrap());
 
         let marked = store
