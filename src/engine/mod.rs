@@ -644,15 +644,16 @@ async fn record_uploaded(ctx: &Arc<Context>) {
         // They stay IN_PROGRESS: the next start sends them again.
         tracing::error!(files = done.len(), error = %e, "cannot record the uploads' outcomes");
     }
-    let mut last_of_job = HashSet::new();
     for (file, _) in &done {
-        if ctx.running.finished(file) {
-            last_of_job.insert(file.upload_id.clone());
-        }
+        count_out(ctx, file);
     }
-    // A job can settle only when none of its uploads runs: only the last one out looks.
-    for job_id in last_of_job {
-        let ctx = ctx.clone();
+}
+
+/// Counts an upload out of the running ones. A job can settle only when none of its uploads
+/// runs, so only its last one out looks (at most one per job: the key sets say which).
+fn count_out(ctx: &Arc<Context>, file: &ClaimedFile) {
+    if ctx.running.finished(file) {
+        let (ctx, job_id) = (ctx.clone(), file.upload_id.clone());
         tokio::spawn(async move { log_if_settled(&ctx, &job_id).await });
     }
 }
@@ -707,12 +708,8 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
     ctx.wake_janitor();
     // Counted out before the dispatcher is woken: a newer version of this file may be waiting
     // for this upload to end.
-    let last_of_job = ctx.running.finished(&file);
+    count_out(ctx, &file);
     ctx.wake_dispatcher(); // a retry may now be due sooner than it was waiting for
-    // A job can settle only when none of its uploads runs: only the last one out looks.
-    if last_of_job {
-        log_if_settled(ctx, &file.upload_id).await;
-    }
 }
 
 /// Decides what a failed attempt leads to, and records it.

@@ -306,7 +306,6 @@ impl Uploader<'_> {
         data: Bytes,
         checksum: Option<String>,
     ) -> Result<Outcome, UploadError> {
-        let mut digest = checksum.is_none().then(|| md5_digest(&data));
         let sending = Instant::now();
         let answer = self
             .s3
@@ -315,24 +314,18 @@ impl Uploader<'_> {
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(file.size);
-        let judged = |digest: Option<[u8; 16]>| {
-            let sent = Sent {
-                expected_etag: digest.map(|d| expected_etag(&[d], false)),
-                expected_checksum: checksum.clone(),
-                etag: answer.etag.clone(),
-            };
-            let verdict = judge(
-                &sent.expected(),
-                answer.etag.as_deref(),
-                answer.checksum.as_deref(),
-            );
-            (sent, verdict)
+        // Without a checksum on both sides, the ETag is the proof, and it needs the MD5.
+        let digest = (checksum.is_none() || answer.checksum.is_none()).then(|| md5_digest(&data));
+        let sent = Sent {
+            expected_etag: digest.map(|d| expected_etag(&[d], false)),
+            expected_checksum: checksum,
+            etag: answer.etag.clone(),
         };
-        let (mut sent, mut verdict) = judged(digest);
-        if verdict == Verdict::Unproven && digest.is_none() {
-            digest = Some(md5_digest(&data));
-            (sent, verdict) = judged(digest);
-        }
+        let verdict = judge(
+            &sent.expected(),
+            answer.etag.as_deref(),
+            answer.checksum.as_deref(),
+        );
         match verdict {
             Verdict::Proven => {
                 tracing::info!(key, bytes = file.size, "uploaded");
