@@ -5,6 +5,8 @@
 //! again (a missing bucket, a refusal) fails at once with the reason. The SDK's own retries are
 //! off so that this is the one place that decides.
 
+mod compat;
+
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -274,6 +276,8 @@ impl ObjectStore {
                 // Each part carries a checksum that S3 checks on receipt, and the completion lists
                 // them, so a part corrupted on the way is refused rather than stored.
                 .set_checksum_algorithm(algorithm(self.checksum))
+                .customize()
+                .interceptor(compat::InitiateResultRoot)
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
