@@ -7,6 +7,8 @@
 
 mod compat;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -99,7 +101,15 @@ impl RetryPolicy {
     }
 }
 
-/// A part acknowledged by S3.
+/// What S3 answered to a part: its ETag, and the checksum of the configured algorithm that it
+/// computed from the bytes it received, when it answers with one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartAnswer {
+    pub etag: String,
+    pub checksum: Option<String>,
+}
+
+/// A part acknowledged by S3, as CompleteMultipartUpload lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadedPart {
     pub number: i32,
@@ -108,10 +118,11 @@ pub struct UploadedPart {
     pub checksum: Option<String>,
 }
 
-/// What S3 says of the object a PutObject stored: its ETag, and the checksum of the configured
-/// algorithm that it computed, when it answers with them.
+/// What S3 says of the object a PutObject or CompleteMultipartUpload stored: its ETag, and the
+/// checksum of the configured algorithm that it computed (composite for a multipart object),
+/// when it answers with them.
 #[derive(Debug, Clone, Default)]
-pub struct PutAnswer {
+pub struct StoredAnswer {
     pub etag: Option<String>,
     pub checksum: Option<String>,
 }
@@ -130,7 +141,18 @@ pub struct ObjectStore {
     client: Client,
     retry: RetryPolicy,
     checksum: ChecksumMode,
+    /// Whether the store answers a part with the checksum it computed, learnt from its UploadPart
+    /// answers: one of PART_CHECKSUMS_*.
+    part_checksums: Arc<AtomicU8>,
 }
+
+/// No part has been answered yet.
+const PART_CHECKSUMS_UNKNOWN: u8 = 0;
+/// The last part's answer carried its checksum (AWS S3, MinIO, LocalStack).
+const PART_CHECKSUMS_ANSWERED: u8 = 1;
+/// The last part's answer carried none (gofakes3, the server of `rclone serve s3`): the store
+/// may not check them at all.
+const PART_CHECKSUMS_IGNORED: u8 = 2;
 
 /// A part as the server lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +201,7 @@ impl ObjectStore {
             client: Client::from_conf(config),
             retry,
             checksum,
+            part_checksums: Arc::new(AtomicU8::new(PART_CHECKSUMS_UNKNOWN)),
         })
     }
 
@@ -228,7 +251,7 @@ impl ObjectStore {
         key: &str,
         body: Bytes,
         checksum: Option<&str>,
-    ) -> Result<PutAnswer> {
+    ) -> Result<StoredAnswer> {
         self.retrying("PutObject", || async {
             let request = self
                 .client
@@ -253,12 +276,8 @@ impl ObjectStore {
             request
                 .send()
                 .await
-                .map(|out| PutAnswer {
-                    checksum: match self.checksum {
-                        ChecksumMode::Crc32c => out.checksum_crc32_c,
-                        ChecksumMode::Crc32 => out.checksum_crc32,
-                        ChecksumMode::None => None,
-                    },
+                .map(|out| StoredAnswer {
+                    checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
                     etag: out.e_tag,
                 })
                 .map_err(|e| classify(e, Some(bucket)))
@@ -300,7 +319,7 @@ impl ObjectStore {
         number: i32,
         body: Bytes,
         checksum: Option<&str>,
-    ) -> Result<UploadedPart> {
+    ) -> Result<PartAnswer> {
         self.retrying("UploadPart", || async {
             let request = self
                 .client
@@ -326,13 +345,16 @@ impl ObjectStore {
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
+            let answered = self.answered(out.checksum_crc32_c, out.checksum_crc32);
+            if checksum.is_some() {
+                self.learn_part_checksums(answered.is_some());
+            }
             let etag = out.e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
                 S3Error::new(ErrorKind::Permanent, "UploadPart answered without an ETag")
             })?;
-            Ok(UploadedPart {
-                number,
+            Ok(PartAnswer {
                 etag,
-                checksum: checksum.map(str::to_owned),
+                checksum: answered,
             })
         })
         .await
@@ -426,7 +448,7 @@ impl ObjectStore {
         key: &str,
         upload_id: &str,
         parts: &[UploadedPart],
-    ) -> Result<Option<String>> {
+    ) -> Result<StoredAnswer> {
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -457,7 +479,10 @@ impl ObjectStore {
                 .multipart_upload(completed.clone())
                 .send()
                 .await
-                .map(|out| out.e_tag)
+                .map(|out| StoredAnswer {
+                    checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
+                    etag: out.e_tag,
+                })
                 .map_err(|e| classify(e, Some(bucket)))
         })
         .await
@@ -530,6 +555,36 @@ fn algorithm(mode: ChecksumMode) -> Option<ChecksumAlgorithm> {
 impl ObjectStore {
     pub fn checksum_mode(&self) -> ChecksumMode {
         self.checksum
+    }
+
+    /// The checksum of the configured algorithm in an answer, of those it may carry.
+    fn answered(&self, crc32c: Option<String>, crc32: Option<String>) -> Option<String> {
+        match self.checksum {
+            ChecksumMode::Crc32c => crc32c,
+            ChecksumMode::Crc32 => crc32,
+            ChecksumMode::None => None,
+        }
+    }
+
+    fn learn_part_checksums(&self, answered: bool) {
+        let now = if answered {
+            PART_CHECKSUMS_ANSWERED
+        } else {
+            PART_CHECKSUMS_IGNORED
+        };
+        if self.part_checksums.swap(now, Ordering::Relaxed) != now && !answered {
+            tracing::info!(
+                "S3 answers parts without their checksum, so it may not check them: parts are proven by their MD5 from now on"
+            );
+        }
+    }
+
+    /// Whether a part's MD5 must be computed to prove it: when no checksum is sent, and when the
+    /// store is not known to answer parts with their checksum (its ETag, an MD5, is then the
+    /// only proof, of each part and of the object's `md5-of-md5s-N`).
+    pub fn parts_need_md5(&self) -> bool {
+        self.checksum == ChecksumMode::None
+            || self.part_checksums.load(Ordering::Relaxed) != PART_CHECKSUMS_ANSWERED
     }
 }
 

@@ -524,11 +524,11 @@ async fn an_object_that_does_not_match_what_was_sent_is_never_marked_uploaded() 
     s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
 
-/// A single PutObject is proven by its own answer (the ETag and checksum S3 computed from the
-/// bytes it received); HeadObject reads an object back only when that answer proves nothing, and
-/// for every multipart object.
+/// An object is proven by the answer that stored it (PutObject's, CompleteMultipartUpload's: the
+/// ETag and checksum S3 computed from the bytes it received); HeadObject reads it back only when
+/// that answer proves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
+async fn an_object_is_read_back_only_when_the_answer_that_stored_it_proves_nothing() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
     let src = tempfile::tempdir().unwrap();
@@ -546,9 +546,15 @@ async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(proxy.succeeded("PutObject"), 5);
-    assert_eq!(proxy.received("HeadObject"), 1, "only the multipart object");
+    assert_eq!(proxy.succeeded("CompleteMultipartUpload"), 1);
+    assert_eq!(
+        proxy.received("HeadObject"),
+        0,
+        "every answer proved its object"
+    );
 
-    // A store that answers with the ETag alone: the ETag, an MD5, proves each small object.
+    // A store that answers PutObject with the ETag alone: the ETag, an MD5, proves each small
+    // object.
     proxy.set_faults(Faults {
         put_answer_etag_only: true,
         ..Faults::default()
@@ -556,21 +562,76 @@ async fn an_object_is_read_back_only_when_the_upload_answer_proves_nothing() {
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
-    assert_eq!(proxy.received("HeadObject"), 2, "only the multipart object");
+    assert_eq!(proxy.received("HeadObject"), 0);
 
-    // A store whose PutObject answers say nothing of what it stored: each object is read back.
+    // Answers that say nothing of what was stored: each object is read back.
     proxy.set_faults(Faults {
         bare_put_answer: true,
+        bare_complete_answer: true,
         ..Faults::default()
     });
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}");
-    assert_eq!(proxy.received("HeadObject"), 2 + 6);
+    assert_eq!(proxy.received("HeadObject"), 6);
     for i in 0..5 {
         let key = format!("{id}/small-{i}.txt");
         assert!(s3.get(&key).await == content(700 + i, 3000), "{key}");
     }
+    assert!(s3.get(&format!("{id}/large.bin")).await == content(710, 6 * MIB));
+}
+
+/// A store that neither keeps nor checks checksums (gofakes3, the server of `rclone serve s3`):
+/// its answers carry none, so ferry proves every part and object by MD5 (the part's ETag, the
+/// object's `md5-of-md5s-N`) instead of trusting a checksum nobody checked, and needs no
+/// HeadObject for it. gofakes3 also names its CreateMultipartUpload answer's root otherwise than
+/// S3, which the SDK alone would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_checksums_gets_every_part_proven_by_its_md5() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    let gofakes3 = Faults {
+        keeps_no_checksums: true,
+        gofakes3_initiate_root: true,
+        ..Faults::default()
+    };
+    proxy.set_faults(gofakes3.clone());
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "small.txt", &content(720, 3000));
+    write_file(src.path(), "large.bin", &content(721, 23 * MIB));
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(proxy.succeeded("UploadPart"), 5);
+    assert_eq!(
+        proxy.received("HeadObject"),
+        0,
+        "the MD5s proved both objects"
+    );
+    assert!(s3.get(&format!("{id}/large.bin")).await == content(721, 23 * MIB));
+
+    // The same store answering with other ETags than the bytes give: nothing is UPLOADED.
+    proxy.set_faults(Faults {
+        corrupt_etag: true,
+        ..gofakes3
+    });
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    for f in ferry.files(&id).await {
+        assert_eq!(f["state"], "FAILED", "{f}");
+        let error = f["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("verification failed") && error.contains("ETag"),
+            "{f}"
+        );
+    }
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,33 +30,33 @@ pub enum Verdict {
 }
 
 /// Compares the ETag and checksum S3 reported (either may be missing) with the expected ones.
+///
+/// Where both sides have a checksum, it decides alone: S3 computed it from the bytes it received,
+/// while an ETag may be in MD5 form without being the MD5 of the bytes (SSE-KMS and SSE-C
+/// objects on AWS). Where they do not, an ETag in MD5 form decides, when the MD5 is known.
 pub fn judge(expected: &Expected<'_>, etag: Option<&str>, checksum: Option<&str>) -> Verdict {
-    let etag_check = match (expected.etag, etag) {
-        (Some(expected), Some(actual)) => Some(check_etag(expected, actual)),
-        _ => None,
-    };
-    if let Some(EtagCheck::Mismatch { expected, actual }) = etag_check {
-        return Verdict::Differs {
-            what: "ETag",
-            reported: actual,
-            expected,
+    if let (Some(expected), Some(reported)) = (expected.checksum, checksum) {
+        return if checksum_matches(expected, reported) {
+            Verdict::Proven
+        } else {
+            Verdict::Differs {
+                what: "checksum",
+                reported: reported.to_owned(),
+                expected: expected.to_owned(),
+            }
         };
     }
-    let checksum_check = match (expected.checksum, checksum) {
-        (Some(expected), Some(reported)) => Some(checksum_matches(expected, reported)),
-        _ => None,
-    };
-    if checksum_check == Some(false) {
-        return Verdict::Differs {
-            what: "checksum",
-            reported: checksum.unwrap_or_default().to_owned(),
-            expected: expected.checksum.unwrap_or_default().to_owned(),
-        };
-    }
-    if etag_check == Some(EtagCheck::Match) || checksum_check == Some(true) {
-        Verdict::Proven
-    } else {
-        Verdict::Unproven
+    match (expected.etag, etag) {
+        (Some(expected), Some(actual)) => match check_etag(expected, actual) {
+            EtagCheck::Match => Verdict::Proven,
+            EtagCheck::Mismatch { expected, actual } => Verdict::Differs {
+                what: "ETag",
+                reported: actual,
+                expected,
+            },
+            EtagCheck::Opaque => Verdict::Unproven,
+        },
+        _ => Verdict::Unproven,
     }
 }
 
@@ -121,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn any_difference_wins_over_a_match() {
+    fn the_checksum_decides_where_both_sides_have_one() {
         let quoted = format!("\"{MD5}\"");
         assert!(matches!(
             judge(&expected(Some("yZRlqg==")), Some(&quoted), Some("AAAAAA==")),
@@ -130,13 +130,28 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(
+        // An ETag in MD5 form that is not the MD5 (SSE-KMS on AWS) does not fail an object
+        // whose checksum S3 confirms.
+        assert_eq!(
             judge(
                 &expected(Some("yZRlqg==")),
                 Some("\"00000000000000000000000000000000\""),
                 Some("yZRlqg==")
             ),
+            Verdict::Proven
+        );
+        // Without a checksum in the answer, the ETag decides.
+        assert!(matches!(
+            judge(
+                &expected(Some("yZRlqg==")),
+                Some("\"00000000000000000000000000000000\""),
+                None
+            ),
             Verdict::Differs { what: "ETag", .. }
         ));
+        assert_eq!(
+            judge(&expected(Some("yZRlqg==")), Some(&quoted), None),
+            Verdict::Proven
+        );
     }
 }

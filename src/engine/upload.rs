@@ -5,10 +5,10 @@
 //! that a crash loses at most the parts in flight: the next attempt lists what the server holds
 //! and sends only the missing parts.
 //!
-//! Every object is verified before it counts as uploaded: a single PutObject by its own answer
-//! (the ETag and checksum S3 computed from the bytes it received), falling back to HeadObject
-//! when that answer proves nothing; a multipart object by HeadObject after completion (size,
-//! composite checksum, and the ETag where the parts' MD5s are known).
+//! Every object is verified before it counts as uploaded, by the answer that stored it
+//! (PutObject's, or CompleteMultipartUpload's with the composite checksum and `md5-of-md5s-N`
+//! ETag): the ETag and checksum S3 computed from the bytes it received. When that answer proves
+//! nothing, HeadObject reads the object back (size, checksum, ETag).
 
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
@@ -25,12 +25,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::checksum::ChecksumMode;
 use crate::core::plan::{
-    EtagCheck, MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, check_etag, expected_etag,
-    md5_digest, object_key, part_range, plan_upload,
+    MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, expected_etag, md5_digest, object_key,
+    part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ObjectStore, S3Error};
+use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer};
 use crate::scan::file_version;
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 
@@ -188,12 +188,14 @@ pub struct Uploader<'a> {
     pub part_buffers: &'a PartBuffers,
 }
 
-/// What was sent, and what S3 should now hold.
+/// What was sent, what S3 should now hold, and what its answer said it holds.
 struct Sent {
-    /// None when the parts' MD5s were not computed (a checksum proves them instead).
+    /// None when the MD5s were not computed (a checksum proves the bytes instead).
     expected_etag: Option<String>,
     expected_checksum: Option<String>,
-    etag: Option<String>,
+    /// The ETag and checksum of the answer that stored the object (PutObject's,
+    /// CompleteMultipartUpload's), when it carried them.
+    answer: StoredAnswer,
 }
 
 impl Sent {
@@ -263,7 +265,37 @@ impl Uploader<'_> {
             Ok(now) => return Ok(Outcome::Changed { now }),
             Err(source) => return Err(read_error(&path, source)),
         }
-        self.verify(file, &key, sent).await
+        self.settle(file, &key, sent).await
+    }
+
+    /// Judges the answer that stored the object. When it proves the bytes (a checksum, or an
+    /// ETag in MD5 form, equal to what the bytes sent give), reading the object back would add
+    /// a request and prove nothing more; when it proves nothing, HeadObject reads it back.
+    async fn settle(
+        &self,
+        file: &ClaimedFile,
+        key: &str,
+        sent: Sent,
+    ) -> Result<Outcome, UploadError> {
+        let verdict = judge(
+            &sent.expected(),
+            sent.answer.etag.as_deref(),
+            sent.answer.checksum.as_deref(),
+        );
+        match verdict {
+            Verdict::Proven => {
+                tracing::info!(key, bytes = file.size, "uploaded");
+                Ok(Outcome::Uploaded {
+                    etag: sent.answer.etag,
+                })
+            }
+            Verdict::Differs {
+                what,
+                reported,
+                expected,
+            } => Err(differs(key, what, &reported, &expected)),
+            Verdict::Unproven => self.verify(file, key, sent).await,
+        }
     }
 
     /// HeadObject must show the size, the ETag and the checksum the bytes sent give.
@@ -280,7 +312,7 @@ impl Uploader<'_> {
                 info.size, file.size
             )));
         }
-        let etag = info.etag.or(sent.etag.clone());
+        let etag = info.etag.or(sent.answer.etag.clone());
         // The size matched; an opaque ETag without a checksum (SSE-KMS on a store that keeps
         // none) is all some stores give, and is accepted.
         if let Verdict::Differs {
@@ -296,9 +328,8 @@ impl Uploader<'_> {
     }
 
     /// Sends a small file in one PutObject. Its answer carries the checksum S3 computed from the
-    /// bytes it received (and an ETag, an MD5 on most stores): when that proves the object, a
-    /// HeadObject would add a request per file and nothing else. The MD5 is computed only when
-    /// the checksum cannot prove it: none is sent, or the answer carries none.
+    /// bytes it received (and an ETag, an MD5 on most stores), which settles it. The MD5 is
+    /// computed only when the checksum cannot prove it: none is sent, or the answer carries none.
     async fn put_single(
         &self,
         file: &ClaimedFile,
@@ -319,25 +350,9 @@ impl Uploader<'_> {
         let sent = Sent {
             expected_etag: digest.map(|d| expected_etag(&[d], false)),
             expected_checksum: checksum,
-            etag: answer.etag.clone(),
+            answer,
         };
-        let verdict = judge(
-            &sent.expected(),
-            answer.etag.as_deref(),
-            answer.checksum.as_deref(),
-        );
-        match verdict {
-            Verdict::Proven => {
-                tracing::info!(key, bytes = file.size, "uploaded");
-                Ok(Outcome::Uploaded { etag: answer.etag })
-            }
-            Verdict::Differs {
-                what,
-                reported,
-                expected,
-            } => Err(differs(key, what, &reported, &expected)),
-            Verdict::Unproven => self.verify(file, key, sent).await,
-        }
+        self.settle(file, key, sent).await
     }
 
     async fn put_multipart(
@@ -397,7 +412,8 @@ impl Uploader<'_> {
                 todo.next();
                 let (offset, len) = part_range(file.size, part_size, number);
                 let reuse = buffer.reuse.take().unwrap_or_default();
-                let part = match read_part(reader.clone(), offset, len, mode, reuse).await {
+                let md5 = self.s3.parts_need_md5();
+                let part = match read_part(reader.clone(), offset, len, mode, md5, reuse).await {
                     Ok(part) => part,
                     Err(e) => return changed_or(path, file, e).await,
                 };
@@ -424,11 +440,16 @@ impl Uploader<'_> {
                 checksum: p.checksum.clone(),
             })
             .collect();
-        let etag = self
+        let answer = self
             .s3
             .complete_multipart_upload(&file.bucket, key, upload_id, &completed)
             .await?;
-        Ok(Ok(expectations(mode, &done, etag)))
+        tracing::debug!(
+            multipart_upload_id = upload_id,
+            parts,
+            "multipart upload completed"
+        );
+        Ok(Ok(expectations(mode, &done, answer)))
     }
 
     /// Sends one part and records it; None when the file was superseded meanwhile. The part's
@@ -463,13 +484,22 @@ impl Uploader<'_> {
         metrics.part_upload_seconds.observe(sending.elapsed());
         metrics.uploaded_bytes.add(len);
         metrics.parts_uploaded.inc();
-        // S3 checked the part's checksum on receipt; without one, its ETag must be our MD5.
+        // S3 checks a part's checksum on receipt, and its answer says so where it carries the
+        // checksum; where it does not, the ETag must be the MD5 computed (a store not known to
+        // answer with checksums, or none sent).
         let md5 = part.md5.map(|d| expected_etag(&[d], false));
-        if let Some(expected) = &md5
-            && let EtagCheck::Mismatch { actual, .. } = check_etag(expected, &acked.etag)
+        let expected = Expected {
+            etag: md5.as_deref(),
+            checksum: part.checksum.as_deref(),
+        };
+        if let Verdict::Differs {
+            what,
+            reported,
+            expected,
+        } = judge(&expected, Some(&acked.etag), acked.checksum.as_deref())
         {
             return Err(UploadError::Verify(format!(
-                "part {number} of {key:?}: S3 answered ETag {actual}, the bytes sent give {expected}"
+                "part {number} of {key:?}: S3 answered {what} {reported}, the bytes sent give {expected}"
             )));
         }
         let record = PartRecord {
@@ -516,20 +546,29 @@ impl Uploader<'_> {
                 if recorded.len() as u64 == parts {
                     let done: BTreeMap<i64, PartRecord> =
                         recorded.into_iter().map(|p| (p.number, p)).collect();
-                    let sent = expectations(mode, &done, None);
-                    if let Ok(info) = self.s3.head_object(&file.bucket, key).await
+                    let head = self.s3.head_object(&file.bucket, key).await;
+                    if let Ok(info) = head
                         && info.size == file.size
-                        && judge(
-                            &sent.expected(),
-                            info.etag.as_deref(),
-                            info.checksum.as_deref(),
-                        ) == Verdict::Proven
                     {
-                        tracing::info!(
-                            multipart_upload_id = upload_id,
-                            "the upload was completed before the stop"
-                        );
-                        return Ok(Resumed::AlreadyComplete(sent));
+                        // What HeadObject says of the object stands for the completion's
+                        // answer, lost with the stop.
+                        let answer = StoredAnswer {
+                            etag: info.etag,
+                            checksum: info.checksum,
+                        };
+                        let sent = expectations(mode, &done, answer);
+                        if judge(
+                            &sent.expected(),
+                            sent.answer.etag.as_deref(),
+                            sent.answer.checksum.as_deref(),
+                        ) == Verdict::Proven
+                        {
+                            tracing::info!(
+                                multipart_upload_id = upload_id,
+                                "the upload was completed before the stop"
+                            );
+                            return Ok(Resumed::AlreadyComplete(sent));
+                        }
                     }
                 }
                 tracing::info!(
@@ -578,7 +617,7 @@ enum Resumed {
 fn expectations(
     mode: ChecksumMode,
     parts: &BTreeMap<i64, PartRecord>,
-    etag: Option<String>,
+    answer: StoredAnswer,
 ) -> Sent {
     // Parts recorded without their MD5 (a checksum proved them) give no expected ETag.
     let digests: Option<Vec<[u8; 16]>> = parts.values().map(|p| hex_digest(&p.md5)).collect();
@@ -586,7 +625,7 @@ fn expectations(
     Sent {
         expected_etag: digests.map(|d| expected_etag(&d, true)),
         expected_checksum: checksums.and_then(|c| mode.composite(c)),
-        etag,
+        answer,
     }
 }
 
@@ -715,18 +754,20 @@ async fn current_version(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
 /// A part as read from disk, with what proves it.
 struct ReadPart {
     data: Bytes,
-    /// Computed only when no checksum is sent: then the part's ETag is the only check.
+    /// Computed when no checksum is sent, or the store is not known to answer with it: then the
+    /// part's ETag is the only proof (ObjectStore::parts_need_md5).
     md5: Option<[u8; 16]>,
     checksum: Option<String>,
 }
 
-/// Reads a part and computes its checksum (or its MD5) in one trip to the blocking pool, while
-/// the bytes are still in the cache.
+/// Reads a part and computes its checksum (and its MD5, when `md5`) in one trip to the blocking
+/// pool, while the bytes are still in the cache.
 async fn read_part(
     reader: Arc<std::fs::File>,
     offset: u64,
     len: u64,
     mode: ChecksumMode,
+    md5: bool,
     mut buf: Vec<u8>,
 ) -> std::io::Result<ReadPart> {
     tokio::task::spawn_blocking(move || {
@@ -742,7 +783,7 @@ async fn read_part(
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let checksum = mode.of(&buf);
-        let md5 = checksum.is_none().then(|| md5_digest(&buf));
+        let md5 = md5.then(|| md5_digest(&buf));
         Ok(ReadPart {
             data: Bytes::from(buf),
             md5,

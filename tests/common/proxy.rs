@@ -29,17 +29,72 @@ pub struct Faults {
     pub stall_until: Option<std::time::Instant>,
     /// ListParts answers hold at most this many parts, so that paging is exercised on small files.
     pub list_parts_page: Option<u32>,
-    /// The answers that describe a stored object (PutObject's, HeadObject's) carry a wrong
-    /// checksum, as if S3 held other bytes.
+    /// The answers that describe a stored object (PutObject's, HeadObject's,
+    /// CompleteMultipartUpload's) carry a wrong checksum, as if S3 held other bytes.
     pub corrupt_checksum: bool,
-    /// The answers that describe a stored object (PutObject's, HeadObject's) carry a wrong ETag,
-    /// as if S3 held other bytes.
+    /// The answers that describe a stored object (PutObject's, HeadObject's,
+    /// CompleteMultipartUpload's) carry a wrong ETag, as if S3 held other bytes.
     pub corrupt_etag: bool,
     /// PutObject answers carry neither an ETag nor a checksum, as from a store that gives none.
     pub bare_put_answer: bool,
     /// PutObject answers carry their ETag but no checksum, as from a store that keeps none
     /// (`rclone serve s3`).
     pub put_answer_etag_only: bool,
+    /// CompleteMultipartUpload answers carry neither an ETag nor a checksum.
+    pub bare_complete_answer: bool,
+    /// No answer carries a checksum (UploadPart's, PutObject's, HeadObject's,
+    /// CompleteMultipartUpload's), as from a store that neither keeps nor checks them
+    /// (gofakes3, the server of `rclone serve s3`).
+    pub keeps_no_checksums: bool,
+    /// CreateMultipartUpload answers are rooted at `InitiateMultipartUpload`, as gofakes3's
+    /// are, instead of S3's `InitiateMultipartUploadResult`.
+    pub gofakes3_initiate_root: bool,
+}
+
+const CHECKSUM_HEADERS: [&str; 2] = ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"];
+const CHECKSUM_ELEMENTS: [&str; 2] = ["ChecksumCRC32C", "ChecksumCRC32"];
+
+/// A checksum of the same form (a composite keeps its -N) and another value.
+fn wrong_checksum(v: &str) -> String {
+    match v.split_once('-') {
+        Some((_, n)) => format!("AAAAAA==-{n}"),
+        None => "AAAAAA==".to_owned(),
+    }
+}
+
+/// An ETag of the same form (a multipart one keeps its -N) and another value, unquoted.
+fn wrong_etag(v: &str) -> String {
+    let v = v
+        .replace("&quot;", "")
+        .replace("&#34;", "")
+        .replace('"', "");
+    match v.trim().split_once('-') {
+        Some((_, n)) => format!("00000000000000000000000000000000-{n}"),
+        None => "00000000000000000000000000000000".to_owned(),
+    }
+}
+
+/// The XML with the text of every `<name>` element replaced by `text(old)`, or with the elements
+/// removed when `text` is None.
+fn map_elements(xml: &str, name: &str, text: Option<&dyn Fn(&str) -> String>) -> String {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let inner = start + open.len();
+        let Some(len) = rest[inner..].find(&close) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        if let Some(text) = text {
+            out.push_str(&open);
+            out.push_str(&text(&rest[inner..inner + len]));
+            out.push_str(&close);
+        }
+        rest = &rest[inner + len + close.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Default)]
@@ -298,23 +353,24 @@ impl Handler for Forward {
         }
         if op == "PutObject" && (faults.bare_put_answer || faults.put_answer_etag_only) {
             state.injected.fetch_add(1, Ordering::Relaxed);
-            for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
+            for name in CHECKSUM_HEADERS {
                 res.headers_mut().remove(name);
             }
             if faults.bare_put_answer {
                 res.headers_mut().remove("etag");
             }
         }
+        if faults.keeps_no_checksums {
+            for name in CHECKSUM_HEADERS {
+                res.headers_mut().remove(name);
+            }
+        }
         let describes_object = matches!(op, "HeadObject" | "PutObject");
         if describes_object && faults.corrupt_checksum {
             state.injected.fetch_add(1, Ordering::Relaxed);
-            for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"] {
+            for name in CHECKSUM_HEADERS {
                 if let Some(v) = res.headers().get(name).and_then(|v| v.to_str().ok()) {
-                    // Same form (a composite keeps its -N), other value.
-                    let wrong = match v.split_once('-') {
-                        Some((_, n)) => format!("AAAAAA==-{n}"),
-                        None => "AAAAAA==".to_owned(),
-                    };
+                    let wrong = wrong_checksum(v);
                     res.headers_mut().insert(name, wrong.parse().unwrap());
                 }
             }
@@ -322,14 +378,44 @@ impl Handler for Forward {
         if describes_object && faults.corrupt_etag {
             state.injected.fetch_add(1, Ordering::Relaxed);
             if let Some(v) = res.headers().get("etag").and_then(|v| v.to_str().ok()) {
-                let wrong = match v.trim_matches('"').split_once('-') {
-                    Some((_, n)) => format!("\"00000000000000000000000000000000-{n}\""),
-                    None => "\"00000000000000000000000000000000\"".to_owned(),
-                };
+                let wrong = format!("\"{}\"", wrong_etag(v));
                 res.headers_mut().insert("etag", wrong.parse().unwrap());
             }
         }
-        let bytes = answer.bytes().await.unwrap_or_default();
+        let mut bytes = answer.bytes().await.unwrap_or_default();
+        if op == "CreateMultipartUpload" && status == 200 && faults.gofakes3_initiate_root {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            let xml = String::from_utf8_lossy(&bytes)
+                .replace("InitiateMultipartUploadResult", "InitiateMultipartUpload");
+            bytes = bytes::Bytes::from(xml);
+        }
+        if op == "CompleteMultipartUpload" && status == 200 {
+            let mut xml = String::from_utf8_lossy(&bytes).into_owned();
+            if faults.bare_complete_answer || faults.keeps_no_checksums {
+                for name in CHECKSUM_ELEMENTS {
+                    xml = map_elements(&xml, name, None);
+                }
+            }
+            if faults.bare_complete_answer {
+                xml = map_elements(&xml, "ETag", None);
+            }
+            if faults.corrupt_checksum {
+                for name in CHECKSUM_ELEMENTS {
+                    xml = map_elements(&xml, name, Some(&wrong_checksum));
+                }
+            }
+            if faults.corrupt_etag {
+                xml = map_elements(
+                    &xml,
+                    "ETag",
+                    Some(&|v: &str| format!("&quot;{}&quot;", wrong_etag(v))),
+                );
+            }
+            if xml.as_bytes() != bytes.as_ref() {
+                state.injected.fetch_add(1, Ordering::Relaxed);
+                bytes = bytes::Bytes::from(xml);
+            }
+        }
         if !head {
             res.body(bytes.to_vec());
         }
