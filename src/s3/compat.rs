@@ -57,7 +57,7 @@ fn renamed_root(body: SdkBody, from: &'static str, to: &'static str) -> SdkBody 
 
 /// The XML document with its root element renamed from `from` to `to`, or None when its root is
 /// not `from` (or the document is not one this can read: then the SDK reports it as it is).
-pub fn rename_root(xml: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+fn rename_root(xml: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(xml).ok()?;
     let open = root_start(text)?;
     let name_end = open + 1 + from.len();
