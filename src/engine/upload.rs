@@ -205,6 +205,15 @@ impl Sent {
             checksum: self.expected_checksum.as_deref(),
         }
     }
+
+    /// What the answer that stored the object proves.
+    fn verdict(&self) -> Verdict {
+        judge(
+            &self.expected(),
+            self.answer.etag.as_deref(),
+            self.answer.checksum.as_deref(),
+        )
+    }
 }
 
 /// S3 reported other bytes than those sent.
@@ -277,12 +286,7 @@ impl Uploader<'_> {
         key: &str,
         sent: Sent,
     ) -> Result<Outcome, UploadError> {
-        let verdict = judge(
-            &sent.expected(),
-            sent.answer.etag.as_deref(),
-            sent.answer.checksum.as_deref(),
-        );
-        match verdict {
+        match sent.verdict() {
             Verdict::Proven => {
                 tracing::info!(key, bytes = file.size, "uploaded");
                 Ok(Outcome::Uploaded {
@@ -543,33 +547,14 @@ impl Uploader<'_> {
             Err(e) if e.kind == ErrorKind::NoSuchUpload => {
                 // Completed just before a stop, or aborted, or expired by a lifecycle rule.
                 let parts = file.size.div_ceil(open.part_size);
-                if recorded.len() as u64 == parts {
-                    let done: BTreeMap<i64, PartRecord> =
-                        recorded.into_iter().map(|p| (p.number, p)).collect();
-                    let head = self.s3.head_object(&file.bucket, key).await;
-                    if let Ok(info) = head
-                        && info.size == file.size
-                    {
-                        // What HeadObject says of the object stands for the completion's
-                        // answer, lost with the stop.
-                        let answer = StoredAnswer {
-                            etag: info.etag,
-                            checksum: info.checksum,
-                        };
-                        let sent = expectations(mode, &done, answer);
-                        if judge(
-                            &sent.expected(),
-                            sent.answer.etag.as_deref(),
-                            sent.answer.checksum.as_deref(),
-                        ) == Verdict::Proven
-                        {
-                            tracing::info!(
-                                multipart_upload_id = upload_id,
-                                "the upload was completed before the stop"
-                            );
-                            return Ok(Resumed::AlreadyComplete(sent));
-                        }
-                    }
+                if recorded.len() as u64 == parts
+                    && let Some(sent) = self.completed_before_stop(file, key, recorded).await
+                {
+                    tracing::info!(
+                        multipart_upload_id = upload_id,
+                        "the upload was completed before the stop"
+                    );
+                    return Ok(Resumed::AlreadyComplete(sent));
                 }
                 tracing::info!(
                     multipart_upload_id = upload_id,
@@ -604,6 +589,29 @@ impl Uploader<'_> {
             open.clone(),
             kept.into_iter().map(|p| (p.number, p)).collect(),
         ))
+    }
+}
+
+impl Uploader<'_> {
+    /// What was sent, when the object S3 holds is the one these recorded parts make: HeadObject's
+    /// answer stands for the completion's, lost with the stop.
+    async fn completed_before_stop(
+        &self,
+        file: &ClaimedFile,
+        key: &str,
+        recorded: Vec<PartRecord>,
+    ) -> Option<Sent> {
+        let info = self.s3.head_object(&file.bucket, key).await.ok()?;
+        if info.size != file.size {
+            return None;
+        }
+        let done: BTreeMap<i64, PartRecord> = recorded.into_iter().map(|p| (p.number, p)).collect();
+        let answer = StoredAnswer {
+            etag: info.etag,
+            checksum: info.checksum,
+        };
+        let sent = expectations(self.s3.checksum_mode(), &done, answer);
+        (sent.verdict() == Verdict::Proven).then_some(sent)
     }
 }
 

@@ -351,19 +351,15 @@ impl Handler for Forward {
                 );
             }
         }
-        if op == "PutObject" && (faults.bare_put_answer || faults.put_answer_etag_only) {
+        let put_fault = faults.bare_put_answer || faults.put_answer_etag_only;
+        if faults.keeps_no_checksums || (op == "PutObject" && put_fault) {
             state.injected.fetch_add(1, Ordering::Relaxed);
             for name in CHECKSUM_HEADERS {
                 res.headers_mut().remove(name);
             }
-            if faults.bare_put_answer {
-                res.headers_mut().remove("etag");
-            }
         }
-        if faults.keeps_no_checksums {
-            for name in CHECKSUM_HEADERS {
-                res.headers_mut().remove(name);
-            }
+        if op == "PutObject" && faults.bare_put_answer {
+            res.headers_mut().remove("etag");
         }
         let describes_object = matches!(op, "HeadObject" | "PutObject");
         if describes_object && faults.corrupt_checksum {
