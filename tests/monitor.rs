@@ -81,14 +81,16 @@ async fn a_file_still_being_written_is_uploaded_once_when_it_settles() {
     let proxy = Proxy::start(&s3_endpoint()).await;
     proxy.set_faults(Faults::default());
     let src = tempfile::tempdir().unwrap();
-    let path = write_file(src.path(), "app.log", b"line 0\n");
     let env = [
         ("AWS_ENDPOINT_URL", proxy.url.as_str()),
-        ("FERRY_SETTLE_TIME", "1s"),
+        ("FERRY_SETTLE_TIME", "2s"),
     ];
     let ferry = Ferry::start(&env).await;
+    // Written only once ferry is up: a start slower than the settle time (a loaded machine)
+    // would otherwise leave the file quiet long enough to be uploaded before the first append.
+    let path = write_file(src.path(), "app.log", b"line 0\n");
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
-    // Appended every 200 ms for 3 s: never quiet for the 1 s settle time.
+    // Appended every 200 ms for 3 s: never quiet for the 2 s settle time.
     let mut expected = b"line 0\n".to_vec();
     for i in 1..=15 {
         tokio::time::sleep(Duration::from_millis(200)).await;

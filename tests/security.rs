@@ -277,10 +277,11 @@ async fn a_file_swapped_for_a_link_out_after_the_scan_is_not_read() {
     let s3 = S3::new_bucket().await;
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("src");
-    write_file(&src, "report.txt", b"report");
     write_file(base.path(), "secret.txt", b"secret");
-    // The settle time holds the upload back long enough to swap the file for a link.
+    // The settle time holds the upload back long enough to swap the file for a link. The file
+    // is written once ferry is up, so that a slow start does not use up that time.
     let ferry = Ferry::start(&[("FERRY_SETTLE_TIME", "3s")]).await;
+    write_file(&src, "report.txt", b"report");
     let id = ferry.create_job(&src, &s3.bucket, None).await;
     ferry
         .wait_for(&id, Duration::from_secs(20), |j| j["total_files"] == 1)
