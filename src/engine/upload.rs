@@ -21,9 +21,10 @@ use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::core::checksum::ChecksumMode;
+use crate::core::md5::md5_many;
 use crate::core::plan::{
     MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, expected_etag, md5_digest, object_key,
     part_range, plan_upload,
@@ -400,6 +401,8 @@ impl Uploader<'_> {
             .filter(|n| !done.contains_key(&(*n as i64)))
             .collect();
         let mut todo = missing.into_iter().peekable();
+        // Declared before the parts in flight, which borrow it, so that it outlives them.
+        let md5s = OwedMd5s::default();
         let mut in_flight = FuturesUnordered::new();
         loop {
             while in_flight.len() < PARTS_IN_FLIGHT {
@@ -416,12 +419,18 @@ impl Uploader<'_> {
                 todo.next();
                 let (offset, len) = part_range(file.size, part_size, number);
                 let reuse = buffer.reuse.take().unwrap_or_default();
-                let md5 = self.s3.parts_need_md5();
-                let part = match read_part(reader.clone(), offset, len, mode, md5, reuse).await {
+                let part = match read_part(reader.clone(), offset, len, mode, reuse).await {
                     Ok(part) => part,
                     Err(e) => return changed_or(path, file, e).await,
                 };
-                in_flight.push(self.send_part(file, key, upload_id, number, part, buffer));
+                // The MD5 is needed only to judge S3's answer, so the part goes at once and its
+                // MD5 is computed when an answer needs it, with the other parts owed by then.
+                let md5 = self
+                    .s3
+                    .parts_need_md5()
+                    .then(|| md5s.owe(part.data.clone()));
+                in_flight
+                    .push(self.send_part(file, key, upload_id, number, part, md5, &md5s, buffer));
             }
             let Some(sent) = in_flight.next().await else {
                 break;
@@ -456,8 +465,10 @@ impl Uploader<'_> {
         Ok(Ok(expectations(mode, &done, answer)))
     }
 
-    /// Sends one part and records it; None when the file was superseded meanwhile. The part's
-    /// buffer (`_buffer`, from the budget) is given back when this ends.
+    /// Sends one part and records it; None when the file was superseded meanwhile. `md5` is the
+    /// part's MD5 owed to `md5s`, when its ETag must prove it. The part's buffer (`_buffer`, from
+    /// the budget) is given back when this ends.
+    #[allow(clippy::too_many_arguments)]
     async fn send_part(
         &self,
         file: &ClaimedFile,
@@ -465,6 +476,8 @@ impl Uploader<'_> {
         upload_id: &str,
         number: u64,
         part: ReadPart,
+        md5: Option<Owed>,
+        md5s: &OwedMd5s,
         _buffer: PartBuffer,
     ) -> Result<Option<PartRecord>, UploadError> {
         let part_number = i32::try_from(number).expect("at most 10,000 parts");
@@ -481,6 +494,16 @@ impl Uploader<'_> {
                 part.checksum.as_deref(),
             )
             .await;
+        // The MD5 (if owed) is computed before the buffer goes back, so that nothing else holds
+        // the bytes and the buffer can be reused.
+        let md5 = match (md5, &acked) {
+            (Some(owed), Ok(_)) => Some(
+                md5s.settle(owed)
+                    .await
+                    .map_err(|e| UploadError::Verify(format!("part {number} of {key:?}: {e}")))?,
+            ),
+            _ => None,
+        };
         // The request is done with the bytes, whatever its outcome: the buffer goes back.
         self.part_buffers.give_back(part.data);
         let acked = acked?;
@@ -491,7 +514,7 @@ impl Uploader<'_> {
         // S3 checks a part's checksum on receipt, and its answer says so where it carries the
         // checksum; where it does not, the ETag must be the MD5 computed (a store not known to
         // answer with checksums, or none sent).
-        let md5 = part.md5.map(|d| expected_etag(&[d], false));
+        let md5 = md5.map(|d| expected_etag(&[d], false));
         let expected = Expected {
             etag: md5.as_deref(),
             checksum: part.checksum.as_deref(),
@@ -759,23 +782,19 @@ async fn current_version(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
     }
 }
 
-/// A part as read from disk, with what proves it.
+/// A part as read from disk, with the checksum sent with it.
 struct ReadPart {
     data: Bytes,
-    /// Computed when no checksum is sent, or the store is not known to answer with it: then the
-    /// part's ETag is the only proof (ObjectStore::parts_need_md5).
-    md5: Option<[u8; 16]>,
     checksum: Option<String>,
 }
 
-/// Reads a part and computes its checksum (and its MD5, when `md5`) in one trip to the blocking
-/// pool, while the bytes are still in the cache.
+/// Reads a part and computes its checksum in one trip to the blocking pool, while the bytes are
+/// still in the cache.
 async fn read_part(
     reader: Arc<std::fs::File>,
     offset: u64,
     len: u64,
     mode: ChecksumMode,
-    md5: bool,
     mut buf: Vec<u8>,
 ) -> std::io::Result<ReadPart> {
     tokio::task::spawn_blocking(move || {
@@ -791,15 +810,58 @@ async fn read_part(
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let checksum = mode.of(&buf);
-        let md5 = md5.then(|| md5_digest(&buf));
         Ok(ReadPart {
             data: Bytes::from(buf),
-            md5,
             checksum,
         })
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// A part's MD5, once computed.
+type Owed = oneshot::Receiver<[u8; 16]>;
+
+/// The MD5s a multipart upload owes for the parts it has sent, when their ETags must prove them
+/// (ObjectStore::parts_need_md5). They are computed together, one part per SIMD lane
+/// (core::md5), when the first answer needs one: by then the other parts in flight have usually
+/// been read, and four MD5s cost about what one does. Sending a part does not wait for its MD5.
+#[derive(Default)]
+struct OwedMd5s {
+    queue: std::sync::Mutex<Vec<(Bytes, oneshot::Sender<[u8; 16]>)>>,
+}
+
+impl OwedMd5s {
+    /// Owes the MD5 of `data` (a clone of the part's bytes, held until it is computed).
+    fn owe(&self, data: Bytes) -> Owed {
+        let (tx, rx) = oneshot::channel();
+        self.queue.lock().expect("owed MD5s lock").push((data, tx));
+        rx
+    }
+
+    /// The MD5 owed: computes every one owed so far on the blocking pool, unless an earlier
+    /// call took this one with its own and is computing it.
+    async fn settle(&self, owed: Owed) -> Result<[u8; 16], String> {
+        let batch = std::mem::take(&mut *self.queue.lock().expect("owed MD5s lock"));
+        if !batch.is_empty() {
+            // Not cancelled with this future: whoever waits for one of these gets it.
+            tokio::task::spawn_blocking(move || {
+                let (data, senders): (Vec<Bytes>, Vec<_>) = batch.into_iter().unzip();
+                let messages: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+                let digests = md5_many(&messages);
+                // The bytes are let go of before anyone is told, so buffers can be reused.
+                drop(messages);
+                drop(data);
+                for (tx, digest) in senders.into_iter().zip(digests) {
+                    let _ = tx.send(digest);
+                }
+            })
+            .await
+            .map_err(|e| format!("computing its MD5 failed: {e}"))?;
+        }
+        owed.await
+            .map_err(|_| "computing its MD5 failed".to_owned())
+    }
 }
 
 /// A read failed: if the file changed under us that is the reason, else it is a read error.
@@ -904,5 +966,26 @@ mod tests {
             resolve("alias.txt", SymlinkPolicy::Inside).await,
             Some(real)
         );
+    }
+
+    #[tokio::test]
+    async fn owed_md5s_are_computed_together_and_let_go_of_the_bytes() {
+        let md5s = OwedMd5s::default();
+        let parts: Vec<Bytes> = (0..5u8)
+            .map(|i| Bytes::from(vec![i; 100_000 + usize::from(i)]))
+            .collect();
+        let owed: Vec<Owed> = parts.iter().map(|p| md5s.owe(p.clone())).collect();
+        let mut owed = owed.into_iter();
+        // The first answer computes all five; the others find theirs done.
+        let first = md5s.settle(owed.next().unwrap()).await.unwrap();
+        assert!(md5s.queue.lock().unwrap().is_empty());
+        assert_eq!(first, md5_digest(&parts[0]));
+        for (part, owed) in parts.iter().skip(1).zip(owed) {
+            assert_eq!(md5s.settle(owed).await.unwrap(), md5_digest(part));
+        }
+        // Nothing holds the bytes any more, so the buffers can be reused.
+        for part in parts {
+            assert!(part.try_into_mut().is_ok());
+        }
     }
 }
