@@ -820,7 +820,10 @@ async fn read_part(
 }
 
 /// A part's MD5, once computed.
-type Owed = oneshot::Receiver<[u8; 16]>;
+struct Owed {
+    id: u64,
+    digest: oneshot::Receiver<[u8; 16]>,
+}
 
 /// The MD5s a multipart upload owes for the parts it has sent, when their ETags must prove them
 /// (ObjectStore::parts_need_md5). They are computed together, one part per SIMD lane
@@ -828,25 +831,42 @@ type Owed = oneshot::Receiver<[u8; 16]>;
 /// been read, and four MD5s cost about what one does. Sending a part does not wait for its MD5.
 #[derive(Default)]
 struct OwedMd5s {
-    queue: std::sync::Mutex<Vec<(Bytes, oneshot::Sender<[u8; 16]>)>>,
+    queue: std::sync::Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    owed: Vec<(u64, Bytes, oneshot::Sender<[u8; 16]>)>,
 }
 
 impl OwedMd5s {
     /// Owes the MD5 of `data` (a clone of the part's bytes, held until it is computed).
     fn owe(&self, data: Bytes) -> Owed {
         let (tx, rx) = oneshot::channel();
-        self.queue.lock().expect("owed MD5s lock").push((data, tx));
-        rx
+        let queue = &mut *self.queue.lock().expect("owed MD5s lock");
+        let id = queue.next_id;
+        queue.next_id += 1;
+        queue.owed.push((id, data, tx));
+        Owed { id, digest: rx }
     }
 
-    /// The MD5 owed: computes every one owed so far on the blocking pool, unless an earlier
-    /// call took this one with its own and is computing it.
+    /// The MD5 owed. If it is still to be computed, every one owed by now is computed with it, on
+    /// the blocking pool; else an earlier call took it with its own, and it is waited for.
     async fn settle(&self, owed: Owed) -> Result<[u8; 16], String> {
-        let batch = std::mem::take(&mut *self.queue.lock().expect("owed MD5s lock"));
+        let batch = {
+            let queue = &mut *self.queue.lock().expect("owed MD5s lock");
+            if queue.owed.iter().any(|(id, ..)| *id == owed.id) {
+                std::mem::take(&mut queue.owed)
+            } else {
+                Vec::new()
+            }
+        };
         if !batch.is_empty() {
             // Not cancelled with this future: whoever waits for one of these gets it.
             tokio::task::spawn_blocking(move || {
-                let (data, senders): (Vec<Bytes>, Vec<_>) = batch.into_iter().unzip();
+                let (data, senders): (Vec<Bytes>, Vec<_>) =
+                    batch.into_iter().map(|(_, data, tx)| (data, tx)).unzip();
                 let messages: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
                 let digests = md5_many(&messages);
                 // The bytes are let go of before anyone is told, so buffers can be reused.
@@ -859,7 +879,8 @@ impl OwedMd5s {
             .await
             .map_err(|e| format!("computing its MD5 failed: {e}"))?;
         }
-        owed.await
+        owed.digest
+            .await
             .map_err(|_| "computing its MD5 failed".to_owned())
     }
 }
@@ -978,11 +999,18 @@ mod tests {
         let mut owed = owed.into_iter();
         // The first answer computes all five; the others find theirs done.
         let first = md5s.settle(owed.next().unwrap()).await.unwrap();
-        assert!(md5s.queue.lock().unwrap().is_empty());
+        assert!(md5s.queue.lock().unwrap().owed.is_empty());
         assert_eq!(first, md5_digest(&parts[0]));
+        // A part owed after that waits for an answer that needs it, so that it can share lanes:
+        // the answers of the parts already computed leave it owed.
+        let later = Bytes::from(vec![9u8; 70_000]);
+        let later_owed = md5s.owe(later.clone());
         for (part, owed) in parts.iter().skip(1).zip(owed) {
             assert_eq!(md5s.settle(owed).await.unwrap(), md5_digest(part));
         }
+        assert_eq!(md5s.queue.lock().unwrap().owed.len(), 1);
+        assert_eq!(md5s.settle(later_owed).await.unwrap(), md5_digest(&later));
+        assert!(later.try_into_mut().is_ok());
         // Nothing holds the bytes any more, so the buffers can be reused.
         for part in parts {
             assert!(part.try_into_mut().is_ok());
