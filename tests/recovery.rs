@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, MIB, S3, content, write_file};
+use common::proxy::{Faults, Proxy};
+use common::{Ferry, MIB, S3, content, s3_endpoint, write_file};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -89,6 +90,45 @@ async fn deleting_a_job_stops_it_aborts_its_uploads_and_keeps_its_objects() {
     s3.expect_no_open_uploads(Duration::from_secs(20)).await;
     let (_, jobs) = ferry.get("/uploads").await;
     assert_eq!(jobs, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_job_starts_no_upload_after_the_delete() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..12 {
+        write_file(src.path(), &format!("f{i:02}.txt"), &content(700 + i, 1000));
+    }
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CONCURRENCY", "2"),
+    ];
+    let ferry = Ferry::start(&env).await;
+    // Slow requests, so that the delete lands with uploads running and files claimed ahead.
+    proxy.set_faults(Faults {
+        delay: Some(Duration::from_secs(2)),
+        ..Faults::default()
+    });
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["completed_files"].as_u64().unwrap_or(0) >= 2
+        })
+        .await;
+    assert_eq!(ferry.delete(&format!("/uploads/{id}")).await, 204);
+    // An upload that started before the delete sends its PutObject at once; none may start
+    // after it, when the uploads running end (in up to 2 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = proxy.received("PutObject");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        proxy.received("PutObject"),
+        sent,
+        "uploads started after the job was deleted\n{}",
+        ferry.log()
+    );
+    assert!(sent < 12, "every file was sent: the delete came too late");
 }
 
 #[tokio::test]
