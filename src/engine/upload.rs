@@ -828,7 +828,8 @@ struct Owed {
 /// The MD5s a multipart upload owes for the parts it has sent, when their ETags must prove them
 /// (ObjectStore::parts_need_md5). They are computed together, one part per SIMD lane
 /// (core::md5), when the first answer needs one: by then the other parts in flight have usually
-/// been read, and four MD5s cost about what one does. Sending a part does not wait for its MD5.
+/// been read, and four MD5s in lanes take about a third longer than one alone (13.3 ms against
+/// about 10 for 5 MiB parts here). Sending a part does not wait for its MD5.
 #[derive(Default)]
 struct OwedMd5s {
     queue: std::sync::Mutex<Queue>,
