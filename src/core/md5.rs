@@ -44,62 +44,62 @@ fn lanes(group: &[&[u8]]) -> [[u8; 16]; LANES] {
     unsafe { x4::digest(group) }
 }
 
-/// The MD5 padding of a message: what follows its last whole block (the remaining bytes, 0x80,
-/// zeros, and the length in bits), as one or two blocks.
-struct Tail {
-    blocks: [u8; 128],
-    count: usize,
-}
+#[cfg(target_arch = "x86_64")]
+mod x4 {
+    use super::LANES;
+    use std::arch::x86_64::*;
 
-impl Tail {
-    fn of(message: &[u8]) -> Tail {
-        let rest = &message[message.len() / 64 * 64..];
-        let mut blocks = [0u8; 128];
-        blocks[..rest.len()].copy_from_slice(rest);
-        blocks[rest.len()] = 0x80;
-        let count = if rest.len() < 56 { 1 } else { 2 };
-        let bits = (message.len() as u64).wrapping_mul(8);
-        blocks[count * 64 - 8..count * 64].copy_from_slice(&bits.to_le_bytes());
-        Tail { blocks, count }
+    /// The MD5 padding of a message: what follows its last whole block (the remaining bytes, 0x80,
+    /// zeros, and the length in bits), as one or two blocks.
+    struct Tail {
+        blocks: [u8; 128],
+        count: usize,
     }
-}
 
-/// A message as the blocks MD5 compresses: its whole blocks, then its padding.
-struct Blocks<'a> {
-    whole: &'a [u8],
-    tail: Tail,
-}
-
-impl<'a> Blocks<'a> {
-    fn new(message: &'a [u8]) -> Blocks<'a> {
-        Blocks {
-            whole: &message[..message.len() / 64 * 64],
-            tail: Tail::of(message),
+    impl Tail {
+        fn of(message: &[u8]) -> Tail {
+            let rest = &message[message.len() / 64 * 64..];
+            let mut blocks = [0u8; 128];
+            blocks[..rest.len()].copy_from_slice(rest);
+            blocks[rest.len()] = 0x80;
+            let count = if rest.len() < 56 { 1 } else { 2 };
+            let bits = (message.len() as u64).wrapping_mul(8);
+            blocks[count * 64 - 8..count * 64].copy_from_slice(&bits.to_le_bytes());
+            Tail { blocks, count }
         }
     }
 
-    fn len(&self) -> usize {
-        self.whole.len() / 64 + self.tail.count
+    /// A message as the blocks MD5 compresses: its whole blocks, then its padding.
+    struct Blocks<'a> {
+        whole: &'a [u8],
+        tail: Tail,
     }
 
-    /// Block `i`, or None past the end.
-    fn get(&self, i: usize) -> Option<&[u8; 64]> {
-        let whole = self.whole.len() / 64;
-        let bytes = if i < whole {
-            &self.whole[i * 64..i * 64 + 64]
-        } else if i < self.len() {
-            &self.tail.blocks[(i - whole) * 64..(i - whole) * 64 + 64]
-        } else {
-            return None;
-        };
-        Some(bytes.try_into().expect("a block is 64 bytes"))
-    }
-}
+    impl<'a> Blocks<'a> {
+        fn new(message: &'a [u8]) -> Blocks<'a> {
+            Blocks {
+                whole: &message[..message.len() / 64 * 64],
+                tail: Tail::of(message),
+            }
+        }
 
-#[cfg(target_arch = "x86_64")]
-mod x4 {
-    use super::{Blocks, LANES};
-    use std::arch::x86_64::*;
+        fn len(&self) -> usize {
+            self.whole.len() / 64 + self.tail.count
+        }
+
+        /// Block `i`, or None past the end.
+        fn get(&self, i: usize) -> Option<&[u8; 64]> {
+            let whole = self.whole.len() / 64;
+            let bytes = if i < whole {
+                &self.whole[i * 64..i * 64 + 64]
+            } else if i < self.len() {
+                &self.tail.blocks[(i - whole) * 64..(i - whole) * 64 + 64]
+            } else {
+                return None;
+            };
+            Some(bytes.try_into().expect("a block is 64 bytes"))
+        }
+    }
 
     const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
     const ZERO: [u8; 64] = [0; 64];
@@ -129,19 +129,14 @@ mod x4 {
                 }
             }
         }
-        let mut words = [[0u32; LANES]; 4];
-        for (w, s) in words.iter_mut().zip(state) {
+        // Word k of every lane's digest is in state[k], lane j in bytes 4j..4j+4.
+        let mut out = [[0u8; 16]; LANES];
+        for (k, s) in state.into_iter().enumerate() {
             let mut bytes = [0u8; 16];
             // SAFETY: `bytes` is 16 writable bytes; the store is unaligned.
             unsafe { _mm_storeu_si128(bytes.as_mut_ptr().cast(), s) };
-            for (j, lane) in w.iter_mut().enumerate() {
-                *lane = u32::from_le_bytes(bytes[j * 4..j * 4 + 4].try_into().expect("4 bytes"));
-            }
-        }
-        let mut out = [[0u8; 16]; LANES];
-        for (j, digest) in out.iter_mut().enumerate() {
-            for (k, w) in words.iter().enumerate() {
-                digest[k * 4..k * 4 + 4].copy_from_slice(&w[j].to_le_bytes());
+            for (j, digest) in out.iter_mut().enumerate() {
+                digest[k * 4..k * 4 + 4].copy_from_slice(&bytes[j * 4..j * 4 + 4]);
             }
         }
         out
