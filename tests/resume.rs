@@ -14,10 +14,11 @@ const SETTLE: Duration = Duration::from_secs(180);
 async fn a_multipart_upload_killed_midway_resumes_at_part_granularity() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
-    // Slow parts, so that the kill lands with some parts done and some not; ListParts pages of
-    // 3 parts, so that resuming must follow the pages.
+    // The parts after the eighth wait at the proxy, so that the kill lands with some parts done
+    // and some not, however slow the machine; ListParts pages of 3 parts, so that resuming must
+    // follow the pages.
     proxy.set_faults(Faults {
-        part_delay: Some(Duration::from_millis(150)),
+        hold_parts_after: Some(8),
         list_parts_page: Some(3),
         ..Faults::default()
     });
@@ -39,6 +40,7 @@ async fn a_multipart_upload_killed_midway_resumes_at_part_granularity() {
     ferry.kill9();
     assert_ne!(before["state"], "COMPLETED");
     let sent_before_kill = proxy.received("UploadPart");
+    proxy.release_held_parts();
 
     let ferry = ferry.restart().await;
     let job = ferry.wait_settled(&id, SETTLE).await;
@@ -213,12 +215,13 @@ async fn s3_gone_for_twenty_seconds_twice_and_the_job_completes_after() {
 async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
+    // 12 parts: the ones after the second wait at the proxy until the file is rewritten, so
+    // that the rewrite lands with parts still to go, however slow the machine.
     proxy.set_faults(Faults {
-        part_delay: Some(Duration::from_millis(200)),
+        hold_parts_after: Some(2),
         ..Faults::default()
     });
     let src = tempfile::tempdir().unwrap();
-    // 12 parts, 4 in flight at a time: the rewrite lands with parts still to go.
     let path = write_file(src.path(), "growing.bin", &content(1000, 60 * MIB));
     let env = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
     let ferry = Ferry::start(&env).await;
@@ -231,6 +234,7 @@ async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
     // Rewritten in place while its parts go up: same size, new bytes, new mtime.
     let now = content(1001, 60 * MIB);
     std::fs::write(&path, &now).unwrap();
+    proxy.release_held_parts();
 
     let job = ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
@@ -251,8 +255,9 @@ async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
 async fn a_bucket_deleted_mid_job_fails_the_job_with_the_reason() {
     let s3 = S3::new_bucket().await;
     let proxy = Proxy::start(&s3_endpoint()).await;
+    // Every file's parts after its first wait at the proxy until the bucket is gone.
     proxy.set_faults(Faults {
-        part_delay: Some(Duration::from_millis(200)),
+        hold_parts_after: Some(1),
         ..Faults::default()
     });
     let src = tempfile::tempdir().unwrap();
@@ -301,6 +306,7 @@ async fn a_bucket_deleted_mid_job_fails_the_job_with_the_reason() {
             .unwrap();
     }
     c.delete_bucket().bucket(&s3.bucket).send().await.unwrap();
+    proxy.release_held_parts();
 
     let job = ferry.wait_settled(&id, Duration::from_secs(90)).await;
     assert_eq!(job["state"], "FAILED", "{job}");

@@ -3,7 +3,7 @@
 //! outage), so that the tests judge ferry by what crossed the network, not by its own word.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,9 @@ pub struct Faults {
     pub down: bool,
     /// S3 hangs: every request waits until this moment before it is forwarded.
     pub stall_until: Option<std::time::Instant>,
+    /// Every UploadPart numbered above this waits until `release_held_parts` is called: a test
+    /// can act while a multipart upload is known to be partway, however slow the machine.
+    pub hold_parts_after: Option<u64>,
     /// ListParts answers hold at most this many parts, so that paging is exercised on small files.
     pub list_parts_page: Option<u32>,
     /// The answers that describe a stored object (PutObject's, HeadObject's,
@@ -107,6 +110,8 @@ struct State {
     data_requests: AtomicU64,
     all_requests: AtomicU64,
     injected: AtomicU64,
+    parts_released: AtomicBool,
+    parts_release: tokio::sync::Notify,
 }
 
 pub struct Proxy {
@@ -147,6 +152,12 @@ impl Proxy {
         *self.state.faults.lock().unwrap() = faults;
     }
 
+    /// Lets the parts held by `hold_parts_after` go on, and every later one, for good.
+    pub fn release_held_parts(&self) {
+        self.state.parts_released.store(true, Ordering::SeqCst);
+        self.state.parts_release.notify_waiters();
+    }
+
     /// Requests received for an S3 operation (UploadPart, PutObject, CreateMultipartUpload ...).
     pub fn received(&self, operation: &str) -> u64 {
         *self
@@ -182,6 +193,13 @@ impl Drop for Proxy {
 }
 
 /// Names the S3 operation of a path-style request.
+fn part_number(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("partNumber="))
+        .and_then(|n| n.parse().ok())
+}
+
 pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
     let has = |name: &str| {
         query
@@ -258,6 +276,21 @@ impl Handler for Forward {
         if let Some(until) = faults.stall_until {
             state.injected.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep_until(until.into()).await;
+        }
+        if op == "UploadPart"
+            && let Some(after) = faults.hold_parts_after
+            && part_number(&query).is_some_and(|n| n > after)
+        {
+            loop {
+                // Registered before the flag is read, so that a release in between is not missed.
+                let released = state.parts_release.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if state.parts_released.load(Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
         }
         if let Some(delay) = faults.delay {
             tokio::time::sleep(delay).await;
