@@ -116,10 +116,9 @@ class Server:
         else:
             # LocalStack spools request bodies to temporary files: on the same storage as
             # rclone serve s3's objects, when it is started here.
-            self.started_tmp = None
             script = str(ROOT / "scripts" / "localstack.sh")
-            if subprocess.run([script, "status"], capture_output=True).returncode != 0:
-                self.started_tmp = root
+            self.started = subprocess.run([script, "status"], capture_output=True).returncode != 0
+            self.tmp = root if root else Path(tempfile.gettempdir())
             env = {**os.environ, **({"TMPDIR": str(root)} if root else {})}
             subprocess.run([script, "start"], check=True, env=env)
             self.port = 4566
@@ -130,8 +129,8 @@ class Server:
         if self.kind == "rclone":
             out = subprocess.run([str(tools / "rclone"), "version"], capture_output=True, text=True).stdout
             return f"rclone serve s3 ({out.splitlines()[0]}), objects in {self.root}"
-        if self.started_tmp:
-            return f"LocalStack 4.14 (S3), temporary files in {self.started_tmp}"
+        if self.started:
+            return f"LocalStack 4.14 (S3), temporary files in {self.tmp}"
         return "LocalStack 4.14 (S3), already running when the benchmark started"
 
     def stop(self):

@@ -192,7 +192,7 @@ impl Drop for Proxy {
     }
 }
 
-/// Names the S3 operation of a path-style request.
+/// The part number an UploadPart's query names.
 fn part_number(query: &str) -> Option<u64> {
     query
         .split('&')
@@ -200,6 +200,7 @@ fn part_number(query: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Names the S3 operation of a path-style request.
 pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
     let has = |name: &str| {
         query
