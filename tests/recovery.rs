@@ -105,7 +105,7 @@ async fn a_deleted_job_starts_no_upload_after_the_delete() {
         ("FERRY_CONCURRENCY", "2"),
     ];
     let ferry = Ferry::start(&env).await;
-    // Slow requests, so that the delete lands with uploads running and files claimed ahead.
+    // Slow requests, so that the delete lands with uploads running and files still waiting.
     proxy.set_faults(Faults {
         delay: Some(Duration::from_secs(2)),
         ..Faults::default()
