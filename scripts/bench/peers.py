@@ -100,6 +100,27 @@ def folder_bytes(folder):
 
 # ---- servers ----
 
+def tree_cpu_seconds(pid):
+    """CPU (user+sys) of a process and all its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, total, grew = {pid}, 0, True
+    while grew:
+        grew = False
+        for p, (ppid, _) in procs.items():
+            if ppid in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    return sum(procs[p][1] for p in tree if p in procs) / tick
+
+
 class Server:
     def __init__(self, kind, work, tools, root=None):
         self.kind = kind
@@ -122,8 +143,20 @@ class Server:
             env = {**os.environ, **({"TMPDIR": str(root)} if root else {})}
             subprocess.run([script, "start"], check=True, env=env)
             self.port = 4566
+            cache = os.environ.get("FERRY_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ferry"
+            try:
+                self.pid = int((Path(cache) / f"localstack-run-{self.port}" / "pid").read_text())
+            except (OSError, ValueError):
+                self.pid = None  # started by someone else: its CPU is not known
+        if self.proc:
+            self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(self.url)
+
+    def cpu_seconds(self):
+        """The server's CPU so far (None when unknown): a run's share shows how much of the
+        server's work each tool's requests cost, and when the server, not the tool, is the limit."""
+        return tree_cpu_seconds(self.pid) if self.pid else None
 
     def version(self, tools):
         if self.kind == "rclone":
@@ -286,14 +319,18 @@ def run_workload(workload, folder, args, tools, server, work, results):
                 if tool == "ferry":
                     ferry = Ferry(server, work)
                     try:
+                        server_cpu0 = server.cpu_seconds()
                         _, m = ferry.upload(folder, bucket)
                     finally:
                         ferry.stop()
                 else:
                     cmd, env = peer_cmd(tool, tools, server, folder, bucket)
+                    server_cpu0 = server.cpu_seconds()
                     m = timed(cmd, env_with(env))
+                m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
-                print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
+                server_cpu = f"  server cpu {m['server_cpu']:6.2f} s" if m["server_cpu"] is not None else ""
+                print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB{server_cpu}", flush=True)
                 drop_bucket(tools, server, bucket)
         return
     # No-op: one untimed upload per tool, then timed repeats over the unchanged folder.
@@ -310,10 +347,12 @@ def run_workload(workload, folder, args, tools, server, work, results):
         print(f"  noop   setup   {tool:7} first upload took {time.perf_counter() - started:7.1f} s", flush=True)
         try:
             for r in range(args.runs):
+                server_cpu0 = server.cpu_seconds()
                 if tool == "ferry":
                     m = ferry.rescan(job_id)
                 else:
                     m = timed(cmd, env_with(env))
+                m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
                 print(f"  noop   run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
         finally:
@@ -326,6 +365,7 @@ def summarize(results, sizes):
     rows = []
     for workload, by_tool in results.items():
         med = {t: {"wall": statistics.median(m["wall"] for m in ms), "cpu": statistics.median(m["cpu"] for m in ms),
+                   "server_cpu": statistics.median(m["server_cpu"] for m in ms) if all(m.get("server_cpu") is not None for m in ms) else None,
                    "rss_kib": max(m["rss_kib"] for m in ms), "runs": len(ms)} for t, ms in by_tool.items()}
         peers = {t: v for t, v in med.items() if t != "ferry"}
         best = min(peers, key=lambda t: peers[t]["wall"]) if peers else None
@@ -338,13 +378,14 @@ def summarize(results, sizes):
 
 def markdown(rows, meta):
     out = [f"Server: {meta['server']}. Machine: {meta['machine']}. Runs per figure: {meta['runs']} (median wall and CPU; RSS is the highest).", ""]
-    out.append("| workload | tool | wall (s) | vs best peer | CPU user+sys (s) | CPU s per GiB | peak RSS (MiB) |")
-    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| workload | tool | wall (s) | vs best peer | CPU user+sys (s) | CPU s per GiB | peak RSS (MiB) | server CPU (s) |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         gib = r["bytes"] / (1024 * MIB)
         per_gib = f"{r['cpu'] / gib:.2f}" if gib >= 0.01 else "-"
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] else "-"
-        out.append(f"| {r['workload']} | {r['tool']} | {r['wall']:.2f} | {ratio} | {r['cpu']:.2f} | {per_gib} | {r['rss_kib'] / 1024:.1f} |")
+        server_cpu = f"{r['server_cpu']:.2f}" if r.get("server_cpu") is not None else "-"
+        out.append(f"| {r['workload']} | {r['tool']} | {r['wall']:.2f} | {ratio} | {r['cpu']:.2f} | {per_gib} | {r['rss_kib'] / 1024:.1f} | {server_cpu} |")
     return "\n".join(out) + "\n"
 
 
