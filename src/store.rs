@@ -449,11 +449,12 @@ impl Store {
         )
     }
 
-    /// Files of one job by state, for its status.
+    /// Files of one job by state, for its status: at most four rows of `file_tallies`, which
+    /// triggers keep in step with `files` (migration 0005), not a count over the job's files.
     pub async fn job_tally(&self, id: &str) -> Result<FileTally> {
         let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
-            "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
-             FROM files WHERE upload_job_id = ? GROUP BY state",
+            "SELECT upload_job_id, state, files, bytes, bytes_sent
+             FROM file_tallies WHERE upload_job_id = ? AND files > 0",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -472,11 +473,11 @@ impl Store {
         .await?)
     }
 
-    /// Files of every job by state.
+    /// Files of every job by state (from `file_tallies`, as `job_tally`).
     pub async fn all_tallies(&self) -> Result<HashMap<String, FileTally>> {
         let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
-            "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
-             FROM files GROUP BY upload_job_id, state",
+            "SELECT upload_job_id, state, files, bytes, bytes_sent
+             FROM file_tallies WHERE files > 0",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1247,6 +1248,22 @@ async fn queue_abort(
 mod tests {
     use super::*;
 
+    /// The tallies triggers keep (migration 0005) against a count over the files themselves.
+    async fn assert_tallies_agree(store: &Store) {
+        let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
+             FROM files GROUP BY upload_job_id, state",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let counted = Store::tallies(rows).unwrap();
+        assert_eq!(store.all_tallies().await.unwrap(), counted);
+        for (job, tally) in &counted {
+            assert_eq!(&store.job_tally(job).await.unwrap(), tally);
+        }
+    }
+
     async fn store_with_job() -> Store {
         let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
         store
@@ -1295,6 +1312,7 @@ mod tests {
         let store = store_with_job().await;
         let again = store.create_job("job", "/other", "bucket", None).await;
         assert!(matches!(again, Err(StoreError::Conflict(id)) if id == "job"));
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1323,6 +1341,7 @@ mod tests {
         let second = store.claim_next_file().await.unwrap().unwrap();
         assert_eq!(second.path, "b");
         assert!(store.claim_next_file().await.unwrap().is_none());
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1347,6 +1366,7 @@ mod tests {
         assert!(store.claim_files(3, &[]).await.unwrap().is_empty());
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!(tally.in_progress.files, 5);
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1419,6 +1439,7 @@ mod tests {
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!(tally.uploaded.files, 1);
         assert_eq!(tally.uploaded.bytes, 20);
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1481,6 +1502,7 @@ mod tests {
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!(tally.uploaded.files, 3);
         assert!(store.mark_uploaded_all(&[]).await.unwrap().is_empty());
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1515,6 +1537,7 @@ mod tests {
         assert_eq!(store.pending_aborts(10).await.unwrap().len(), 1);
         store.abort_done("mpu-2").await.unwrap();
         assert!(store.pending_aborts(10).await.unwrap().is_empty());
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1554,6 +1577,7 @@ mod tests {
             store.parts(again.file_id, "mpu-3").await.unwrap(),
             vec![part(1, 5)]
         );
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1587,6 +1611,7 @@ mod tests {
                 .await
                 .unwrap()
         );
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1648,6 +1673,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1693,6 +1719,7 @@ mod tests {
         assert_eq!(store.retry_failed("job").await.unwrap(), 1);
         let third = store.claim_next_file().await.unwrap().unwrap();
         assert_eq!(third.attempt, 1, "attempts start again");
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1718,6 +1745,7 @@ mod tests {
         assert_eq!(job.error.as_deref(), Some("bucket gone"));
         assert_eq!(store.job_tally("job").await.unwrap().pending.files, 1);
         assert!(store.claim_next_file().await.unwrap().is_none());
+        assert_tallies_agree(&store).await;
     }
 
     #[tokio::test]
@@ -1748,5 +1776,149 @@ mod tests {
             .unwrap();
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!((tally.total_files(), tally.total_bytes()), (1, 10));
+        assert_tallies_agree(&store).await;
+    }
+
+    #[tokio::test]
+    async fn the_tallies_follow_every_change_to_the_files() {
+        let store = store_with_job().await;
+        store
+            .create_job("other", "/o", "bucket", None)
+            .await
+            .unwrap();
+        let files = [
+            seen("a", 12, 1),
+            seen("b", 3, 1),
+            seen("c", 0, 1),
+            seen("d", 7, 1),
+        ];
+        store
+            .apply_scan_changes("job", "bucket", &files, &[], &[], Duration::ZERO)
+            .await
+            .unwrap();
+        store
+            .apply_scan_changes(
+                "other",
+                "bucket",
+                &[seen("x", 4, 1)],
+                &[],
+                &[],
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        assert_tallies_agree(&store).await;
+        let tally = store.job_tally("job").await.unwrap();
+        assert_eq!((tally.pending.files, tally.pending.bytes), (4, 22));
+
+        let claimed = store.claim_files(3, &[]).await.unwrap();
+        assert_tallies_agree(&store).await;
+        let (a, b, c) = (&claimed[0], &claimed[1], &claimed[2]);
+        store
+            .set_multipart_upload(a.version(), &open("mpu-a"))
+            .await
+            .unwrap();
+        store
+            .record_part(a.version(), "mpu-a", &part(1, 5))
+            .await
+            .unwrap();
+        assert_tallies_agree(&store).await;
+        assert_eq!(
+            store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+            5
+        );
+        store.forget_parts(a.file_id, &[1]).await.unwrap();
+        assert_tallies_agree(&store).await;
+        assert!(store.mark_uploaded(b.version(), None).await.unwrap());
+        assert!(store.mark_failed(c.version(), "gone").await.unwrap());
+        assert_tallies_agree(&store).await;
+        // A change on disk while uploading, a retry, the failed file put back, a restart.
+        changed_on_disk(&store, a.file_id, seen("a", 20, 2)).await;
+        assert_tallies_agree(&store).await;
+        assert_eq!(store.retry_failed("job").await.unwrap(), 1);
+        let d = store.claim_next_file().await.unwrap().unwrap();
+        assert!(
+            store
+                .retry_later(d.version(), "503", 0, true)
+                .await
+                .unwrap()
+        );
+        store.claim_next_file().await.unwrap().unwrap();
+        assert!(store.recover_interrupted().await.unwrap() >= 1);
+        assert_tallies_agree(&store).await;
+        // A file gone from disk; then the job's folder changes, which forgets all its files.
+        let recorded = store.recorded_files("job").await.unwrap();
+        store
+            .apply_scan_changes(
+                "job",
+                "bucket",
+                &[],
+                &[],
+                &[recorded["d"].file_id],
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        assert_tallies_agree(&store).await;
+        store
+            .apply_job("job", "/elsewhere", "bucket", None, Origin::Api)
+            .await
+            .unwrap();
+        assert_tallies_agree(&store).await;
+        assert_eq!(store.job_tally("job").await.unwrap().total_files(), 0);
+        // Deleting a job takes its tallies with it and leaves the other job's.
+        assert!(store.delete_job("other").await.unwrap());
+        assert_tallies_agree(&store).await;
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM file_tallies WHERE upload_job_id = 'other'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    /// sqlx keeps the checksum of every migration it applied and refuses to open a database
+    /// whose applied migration has since changed: a schema change is a new migration, never an
+    /// edit of a released one (add the new one's checksum here when it is released).
+    #[test]
+    fn released_migrations_are_never_edited() {
+        let released = [
+            (
+                1,
+                "b55ebde664ba0a54761de8cd898fd50888e9db5a2801056ea7963d8db6fd03b962759a7152fea5e9bd726d3b6bc8a706",
+            ),
+            (
+                2,
+                "c13562e9c9a76c7690b7c4ff599caa46a94e6bedcc5d767863cd03e655ef56fb7321e67972e947f1814de61390c48619",
+            ),
+            (
+                3,
+                "9e7d559b5d97205cfd95768baf5cac1686e0542bc5f285c727b928f90484b5782d5c1bdd81d2e2ed1afb5650c21a8e64",
+            ),
+            (
+                4,
+                "6a1ab1d53511527a3d94b5c2621d62a2e51c3bda5687aa22570684015a507835002481b00a0f2bd3f422a8baa536a6ac",
+            ),
+            (
+                5,
+                "21bb386283225f5d2c3a031ac6105e474772d4bbb9c079e528c3549312dd39187b8edf4d40b420dd5281b21907bfbd8a",
+            ),
+        ];
+        let migrator = sqlx::migrate!("./migrations");
+        for (version, checksum) in released {
+            let migration = migrator
+                .iter()
+                .find(|m| m.version == version)
+                .expect("a released migration was removed");
+            let hex: String = migration
+                .checksum
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                hex, checksum,
+                "migration {version} was edited: add a new one instead"
+            );
+        }
     }
 }
