@@ -306,6 +306,12 @@ def warm_page_cache(folder):
                     pass
 
 
+def report(workload, r, tool, m):
+    server_cpu = f"  server cpu {m['server_cpu']:6.2f} s" if m["server_cpu"] is not None else ""
+    print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  "
+          f"rss {m['rss_kib'] / 1024:6.1f} MiB{server_cpu}", flush=True)
+
+
 def run_workload(workload, folder, args, tools, server, work, results):
     tool_names = [t for t in ["ferry", "aws", "s5cmd", "rclone"] if t in args.only.split(",")]
     warm_page_cache(folder)
@@ -329,8 +335,7 @@ def run_workload(workload, folder, args, tools, server, work, results):
                     m = timed(cmd, env_with(env))
                 m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
-                server_cpu = f"  server cpu {m['server_cpu']:6.2f} s" if m["server_cpu"] is not None else ""
-                print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB{server_cpu}", flush=True)
+                report(workload, r, tool, m)
                 drop_bucket(tools, server, bucket)
         return
     # No-op: one untimed upload per tool, then timed repeats over the unchanged folder.
@@ -354,7 +359,7 @@ def run_workload(workload, folder, args, tools, server, work, results):
                     m = timed(cmd, env_with(env))
                 m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
-                print(f"  noop   run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  rss {m['rss_kib'] / 1024:6.1f} MiB", flush=True)
+                report("noop", r, tool, m)
         finally:
             if tool == "ferry":
                 ferry.stop()
