@@ -1299,6 +1299,22 @@ mod tests {
         }
     }
 
+    /// What a scan records when it first sees these files of `job`.
+    async fn add_files(store: &Store, job: &str, files: &[SeenFile]) {
+        store
+            .apply_scan_changes(job, "bucket", files, &[], &[], Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
+    /// What a scan records when a file of "job" is gone from disk.
+    async fn removed_from_disk(store: &Store, file_id: i64) {
+        store
+            .apply_scan_changes("job", "bucket", &[], &[], &[file_id], Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
     /// What a scan records when it sees a file of "job" change on disk.
     async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
         store
@@ -1318,17 +1334,7 @@ mod tests {
     #[tokio::test]
     async fn files_are_claimed_once_oldest_first_and_not_from_blocked_jobs() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 1, 1), seen("b", 2, 2)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 1, 1), seen("b", 2, 2)]).await;
         let first = store.claim_next_file().await.unwrap().unwrap();
         assert_eq!((first.path.as_str(), first.attempt), ("a", 1));
         assert_eq!(first.bucket, "bucket");
@@ -1348,10 +1354,7 @@ mod tests {
     async fn several_files_are_claimed_at_once_oldest_first_each_once() {
         let store = store_with_job().await;
         let files: Vec<SeenFile> = (0..5).map(|i| seen(&format!("f{i}"), 1, 1)).collect();
-        store
-            .apply_scan_changes("job", "bucket", &files, &[], &[], Duration::ZERO)
-            .await
-            .unwrap();
+        add_files(&store, "job", &files).await;
         let paths = |claimed: Vec<ClaimedFile>| -> Vec<String> {
             claimed.into_iter().map(|f| f.path).collect()
         };
@@ -1372,17 +1375,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_seen_by_a_scan_wins_over_the_upload_of_the_old_bytes() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 10, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 10, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         assert!(
             store
@@ -1449,10 +1442,7 @@ mod tests {
             .iter()
             .map(|p| seen(p, 10, 1))
             .collect();
-        store
-            .apply_scan_changes("job", "bucket", &files, &[], &[], Duration::ZERO)
-            .await
-            .unwrap();
+        add_files(&store, "job", &files).await;
         let claimed = store.claim_files(4, &[]).await.unwrap();
         let [small, multipart, changed, done] = &claimed[..] else {
             panic!("four files claimed: {claimed:?}");
@@ -1508,17 +1498,7 @@ mod tests {
     #[tokio::test]
     async fn a_failure_records_the_reason_and_lets_go_of_the_multipart_upload() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("big", 10, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("big", 10, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
             .set_multipart_upload(claimed.version(), &open("mpu-2"))
@@ -1543,17 +1523,7 @@ mod tests {
     #[tokio::test]
     async fn interrupted_uploads_go_back_to_pending_at_start() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 10, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 10, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
             .set_multipart_upload(claimed.version(), &open("mpu-3"))
@@ -1583,17 +1553,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_job_removes_its_files_and_queues_its_open_uploads() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 10, 1), seen("b", 1, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 10, 1), seen("b", 1, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
             .set_multipart_upload(claimed.version(), &open("mpu-4"))
@@ -1617,17 +1577,7 @@ mod tests {
     #[tokio::test]
     async fn parts_are_recorded_counted_and_forgotten() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 12, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 12, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
             .set_multipart_upload(claimed.version(), &open("mpu-5"))
@@ -1679,17 +1629,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_waits_until_due_and_failed_files_can_be_put_back() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 1, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 1, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         let due = now_ms() + 60_000;
         assert!(
@@ -1725,17 +1665,7 @@ mod tests {
     #[tokio::test]
     async fn a_refusing_bucket_blocks_the_job_without_failing_the_file() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 1, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 1, 1)]).await;
         let claimed = store.claim_next_file().await.unwrap().unwrap();
         store
             .block_job(claimed.version(), "job", "bucket gone")
@@ -1751,29 +1681,9 @@ mod tests {
     #[tokio::test]
     async fn removed_files_leave_the_count() {
         let store = store_with_job().await;
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[seen("a", 10, 1), seen("b", 1, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &[seen("a", 10, 1), seen("b", 1, 1)]).await;
         let recorded = store.recorded_files("job").await.unwrap();
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[],
-                &[],
-                &[recorded["b"].file_id],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        removed_from_disk(&store, recorded["b"].file_id).await;
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!((tally.total_files(), tally.total_bytes()), (1, 10));
         assert_tallies_agree(&store).await;
@@ -1792,21 +1702,8 @@ mod tests {
             seen("c", 0, 1),
             seen("d", 7, 1),
         ];
-        store
-            .apply_scan_changes("job", "bucket", &files, &[], &[], Duration::ZERO)
-            .await
-            .unwrap();
-        store
-            .apply_scan_changes(
-                "other",
-                "bucket",
-                &[seen("x", 4, 1)],
-                &[],
-                &[],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        add_files(&store, "job", &files).await;
+        add_files(&store, "other", &[seen("x", 4, 1)]).await;
         assert_tallies_agree(&store).await;
         let tally = store.job_tally("job").await.unwrap();
         assert_eq!((tally.pending.files, tally.pending.bytes), (4, 22));
@@ -1848,17 +1745,7 @@ mod tests {
         assert_tallies_agree(&store).await;
         // A file gone from disk; then the job's folder changes, which forgets all its files.
         let recorded = store.recorded_files("job").await.unwrap();
-        store
-            .apply_scan_changes(
-                "job",
-                "bucket",
-                &[],
-                &[],
-                &[recorded["d"].file_id],
-                Duration::ZERO,
-            )
-            .await
-            .unwrap();
+        removed_from_disk(&store, recorded["d"].file_id).await;
         assert_tallies_agree(&store).await;
         store
             .apply_job("job", "/elsewhere", "bucket", None, Origin::Api)
