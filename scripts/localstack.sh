@@ -5,6 +5,7 @@
 #   scripts/localstack.sh start     install if needed, start on $LOCALSTACK_PORT, wait until S3 is up
 #   scripts/localstack.sh stop      stop the one this script started
 #   scripts/localstack.sh status    exit 0 when S3 answers on the port
+#   scripts/localstack.sh pid       print the pid of the one this script started, if it runs
 #
 # Settings (environment): LOCALSTACK_PORT (4566), FERRY_CACHE_DIR (~/.cache/ferry),
 # LOCALSTACK_PYTHON (a python3.13, else 3.12, found on PATH or under pyenv).
@@ -97,5 +98,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) s3_up ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  pid) [[ -f "$RUN/pid" ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null && cat "$RUN/pid" ;;
+  *) echo "usage: $0 install|start|stop|status|pid" >&2; exit 2 ;;
 esac

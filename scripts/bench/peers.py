@@ -111,7 +111,7 @@ def tree_cpu_seconds(pid):
             except OSError:
                 continue
             procs[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, total, grew = {pid}, 0, True
+    tree, grew = {pid}, True
     while grew:
         grew = False
         for p, (ppid, _) in procs.items():
@@ -143,11 +143,8 @@ class Server:
             env = {**os.environ, **({"TMPDIR": str(root)} if root else {})}
             subprocess.run([script, "start"], check=True, env=env)
             self.port = 4566
-            cache = os.environ.get("FERRY_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ferry"
-            try:
-                self.pid = int((Path(cache) / f"localstack-run-{self.port}" / "pid").read_text())
-            except (OSError, ValueError):
-                self.pid = None  # started by someone else: its CPU is not known
+            pid = subprocess.run([script, "pid"], capture_output=True, text=True).stdout.strip()
+            self.pid = int(pid) if pid.isdigit() else None  # None: not started by localstack.sh
         if self.proc:
             self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{self.port}"
@@ -306,6 +303,14 @@ def warm_page_cache(folder):
                     pass
 
 
+def with_server_cpu(server, run):
+    """A run's measurements, with the server's CPU during it (None when it is not known)."""
+    before = server.cpu_seconds()
+    m = run()
+    m["server_cpu"] = server.cpu_seconds() - before if before is not None else None
+    return m
+
+
 def report(workload, r, tool, m):
     server_cpu = f"  server cpu {m['server_cpu']:6.2f} s" if m["server_cpu"] is not None else ""
     print(f"  {workload:6} run {r + 1} {tool:7} {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  "
@@ -325,15 +330,12 @@ def run_workload(workload, folder, args, tools, server, work, results):
                 if tool == "ferry":
                     ferry = Ferry(server, work)
                     try:
-                        server_cpu0 = server.cpu_seconds()
-                        _, m = ferry.upload(folder, bucket)
+                        m = with_server_cpu(server, lambda: ferry.upload(folder, bucket)[1])
                     finally:
                         ferry.stop()
                 else:
                     cmd, env = peer_cmd(tool, tools, server, folder, bucket)
-                    server_cpu0 = server.cpu_seconds()
-                    m = timed(cmd, env_with(env))
-                m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
+                    m = with_server_cpu(server, lambda: timed(cmd, env_with(env)))
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
                 report(workload, r, tool, m)
                 drop_bucket(tools, server, bucket)
@@ -352,12 +354,10 @@ def run_workload(workload, folder, args, tools, server, work, results):
         print(f"  noop   setup   {tool:7} first upload took {time.perf_counter() - started:7.1f} s", flush=True)
         try:
             for r in range(args.runs):
-                server_cpu0 = server.cpu_seconds()
                 if tool == "ferry":
-                    m = ferry.rescan(job_id)
+                    m = with_server_cpu(server, lambda: ferry.rescan(job_id))
                 else:
-                    m = timed(cmd, env_with(env))
-                m["server_cpu"] = server.cpu_seconds() - server_cpu0 if server_cpu0 is not None else None
+                    m = with_server_cpu(server, lambda: timed(cmd, env_with(env)))
                 results.setdefault(workload, {}).setdefault(tool, []).append(m)
                 report("noop", r, tool, m)
         finally:
