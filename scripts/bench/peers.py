@@ -64,8 +64,9 @@ def write_random(path, size, rng):
 
 
 def make_data(root, workload, noop_files):
-    """The workload's folder, created once and reused (its mtimes must not change)."""
-    folder = root / workload
+    """The workload's folder, created once and reused (its mtimes must not change). The no-op's
+    is named by its file count, so that another --noop-files makes another tree."""
+    folder = root / (f"noop-{noop_files}" if workload == "noop" else workload)
     done = folder.with_suffix(".done")
     if done.exists():
         return folder
