@@ -77,6 +77,18 @@ impl From<StoreError> for ApiError {
         if let StoreError::Owned { .. } = e {
             return ApiError::new(StatusCode::CONFLICT, "managed_elsewhere", e.to_string());
         }
+        if e.is_unavailable() {
+            // Nothing was stored; the same request can succeed once the database can be
+            // written again (a full disk given room, a lock released).
+            tracing::warn!(error = %e, "the database cannot be written; the request is refused with 503");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                format!(
+                    "nothing was stored: ferry cannot write its database now ({e}); try again later"
+                ),
+            );
+        }
         // The cause goes to the log; the client learns only that it was ours.
         tracing::error!(error = %e, "store error while answering a request");
         ApiError::new(
@@ -379,6 +391,7 @@ impl JobView {
         let state = job_state(job.facts(), files);
         let conditions = conditions(
             job.blocker(),
+            job.walk_error.as_deref(),
             job.generation,
             job.observed_generation,
             files,
@@ -538,7 +551,7 @@ async fn create_upload(
         )
         .await?;
     tracing::info!(upload_id = %id, source_folder = %request.source_folder, bucket = %spec.destination_bucket, pattern = ?request.pattern, "upload job created");
-    app.ctx.request_scan(&id);
+    app.ctx.request_scan_now(&id);
     Ok(Created(CreatedUpload {
         upload_id: id,
         status: "created".into(),
@@ -615,7 +628,7 @@ async fn put_upload(
     };
     if applied != Applied::Unchanged {
         tracing::info!(upload_id = %name, status, generation = job.generation, "upload job applied");
-        app.ctx.request_scan(&name);
+        app.ctx.request_scan_now(&name);
         app.ctx.wake_janitor();
     }
     Ok(Json(AppliedUpload {
@@ -841,7 +854,7 @@ async fn rescan_upload(
     if app.ctx.store.get_job(&upload_id).await?.is_none() {
         return Err(ApiError::job_not_found(&upload_id));
     }
-    app.ctx.request_scan(&upload_id);
+    app.ctx.request_scan_now(&upload_id);
     Ok(Accepted(RescanAccepted {
         upload_id: upload_id.into_inner(),
         status: "scan_requested".into(),
@@ -863,7 +876,7 @@ async fn retry_upload(
     }
     let files = app.ctx.store.retry_failed(&upload_id).await?;
     tracing::info!(upload_id = %*upload_id, files, "failed files put back to PENDING");
-    app.ctx.request_scan(&upload_id);
+    app.ctx.request_scan_now(&upload_id);
     app.ctx.wake_dispatcher();
     Ok(Accepted(RetryAccepted {
         upload_id: upload_id.into_inner(),
@@ -940,16 +953,17 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers and S3 can be reached
+/// Readiness: the database can be written and S3 can be reached
 #[endpoint(tags("health"))]
 async fn readyz(depot: &mut Depot) -> Result<Json<Readiness>, ApiError> {
     let app = app_state(depot);
-    if let Err(e) = app.ctx.store.ping().await {
+    // A write, not a read: a full disk or a read-only file still reads fine.
+    if let Err(e) = app.ctx.store.probe_write().await {
         tracing::warn!(error = %e, "not ready: database");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
-            "the database does not answer",
+            format!("the database cannot be written: {e}"),
         ));
     }
     if !app.ctx.s3.reachable().await {

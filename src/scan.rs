@@ -3,8 +3,10 @@
 //! The walk streams (walkdir), so memory does not grow with the tree. Only regular files are
 //! taken: symbolic links are not followed (or, with `SymlinkPolicy::Inside`, only those whose
 //! target lies inside the folder), and fifos, sockets and devices are passed over so that
-//! nothing blocks the walk. A file that vanishes or cannot be read mid-walk is that file's
-//! problem, logged, never the scan's.
+//! nothing blocks the walk. A file that vanishes mid-walk is simply not there. Anything else the
+//! walk cannot read (a folder it may not list, a file it may not stat, a name S3 cannot hold) is
+//! reported in the [`WalkReport`]: an unreadable folder is not an empty one, and the scan must
+//! neither forget the files recorded there nor let the job claim it is complete.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -15,6 +17,62 @@ use walkdir::WalkDir;
 use crate::core::diff::SeenFile;
 use crate::core::plan::relative_key_path;
 use crate::core::spec::{JobSpec, SymlinkPolicy};
+
+/// A place under the folder the walk could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// '/'-separated, relative to the job's folder; "" for the folder itself.
+    pub path: String,
+    pub error: String,
+}
+
+/// What a walk could not read. Empty: every file under the folder was seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl WalkReport {
+    /// The places and errors, one `path: error` a line, at most `MAX_LISTED` of them (a folder
+    /// of a million unreadable files must not make a condition of a million lines).
+    pub fn summary(&self) -> Option<String> {
+        const MAX_LISTED: usize = 10;
+        if self.unreadable.is_empty() {
+            return None;
+        }
+        let mut lines: Vec<String> = self
+            .unreadable
+            .iter()
+            .take(MAX_LISTED)
+            .map(|u| {
+                let path = if u.path.is_empty() { "." } else { &u.path };
+                format!("{path}: {}", u.error)
+            })
+            .collect();
+        if self.unreadable.len() > MAX_LISTED {
+            lines.push(format!("and {} more", self.unreadable.len() - MAX_LISTED));
+        }
+        Some(lines.join("\n"))
+    }
+
+    /// The relative paths under which recorded files must be kept, though the walk did not see
+    /// them.
+    pub fn kept_prefixes(&self) -> Vec<String> {
+        self.unreadable.iter().map(|u| u.path.clone()).collect()
+    }
+}
+
+/// The path of `path` relative to `root`, '/'-separated and lossy, for reports.
+fn report_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .map(|p| {
+            p.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .unwrap_or_default()
+}
 
 /// Size and modification time (nanoseconds since the epoch) of a file.
 pub fn file_version(meta: &std::fs::Metadata) -> (u64, i64) {
@@ -43,7 +101,7 @@ fn link_stays_inside(root: &Path, link: &Path) -> bool {
 }
 
 /// Calls `visit` with every regular file under the job's folder that its pattern matches, until
-/// `visit` breaks. Blocking: run it off the async workers.
+/// `visit` breaks, and reports what it could not read. Blocking: run it off the async workers.
 ///
 /// Paths in `exclude` (ferry's own database files, should they lie in a source folder) are
 /// never taken: they change with every upload. They must be in the same form as the walk's
@@ -57,8 +115,9 @@ pub fn walk(
     exclude: &[std::path::PathBuf],
     links: SymlinkPolicy,
     mut visit: impl FnMut(SeenFile) -> ControlFlow<()>,
-) {
+) -> WalkReport {
     let root = spec.source_folder.as_path();
+    let mut report = WalkReport::default();
     let entries = WalkDir::new(root)
         .follow_links(links == SymlinkPolicy::Inside)
         .min_depth(1)
@@ -70,8 +129,21 @@ pub fn walk(
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e.path().map(Path::display).map(|p| p.to_string());
-                tracing::warn!(path, error = %e, "cannot read an entry of the source folder; skipping it");
+                if e.loop_ancestor().is_some() {
+                    // A loop of links: walked once already, nothing is missed.
+                    tracing::warn!(error = %e, "a loop of symbolic links is walked once");
+                    continue;
+                }
+                if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) {
+                    continue; // removed while the walk ran
+                }
+                let path = e.path().map(|p| report_path(root, p)).unwrap_or_default();
+                let error = e
+                    .io_error()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(upload_path = %path, %error, "cannot read part of the source folder; the job cannot be complete until it can");
+                report.unreadable.push(Unreadable { path, error });
                 continue;
             }
         };
@@ -81,7 +153,14 @@ pub fn walk(
         let relative = match relative_key_path(root, entry.path()) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(path = %entry.path().display(), error = %e, "skipping a file that cannot be named in S3");
+                let path = report_path(root, entry.path());
+                if spec.matches(&path) {
+                    tracing::warn!(upload_path = %path, error = %e, "a file cannot be named in S3");
+                    report.unreadable.push(Unreadable {
+                        path,
+                        error: e.to_string(),
+                    });
+                }
                 continue;
             }
         };
@@ -98,13 +177,25 @@ pub fn walk(
                 })
                 .is_break()
                 {
-                    return;
+                    return report;
                 }
             }
+            // Vanished between listing and stat: the next scan will not see it either.
+            Err(e)
+                if e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) => {
+            }
             Err(e) => {
-                // Vanished between listing and stat: the next scan will not see it either.
-                tracing::warn!(path = %relative, error = %e, "cannot stat a file; skipping it");
+                let error = e
+                    .io_error()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(upload_path = %relative, %error, "cannot stat a file");
+                report.unreadable.push(Unreadable {
+                    path: relative,
+                    error,
+                });
             }
         }
     }
+    report
 }

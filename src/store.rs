@@ -33,6 +33,30 @@ pub enum StoreError {
     Owned { name: String, owner: String },
 }
 
+impl StoreError {
+    /// Whether the database cannot take the write now but may later, ferry being fine: a full
+    /// disk, an I/O error, a read-only file, a lock held too long, a writer that cannot be had.
+    /// The API answers these 503, and the engine puts the work back to try again.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                // SQLite's primary result code is the low byte of the extended one.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+                // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+                matches!(code, 5 | 6 | 8 | 10 | 13 | 14)
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Io(_) => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A job as stored.
@@ -55,6 +79,8 @@ pub struct JobRow {
     pub managed_by: String,
     /// The manifest document that declares the job (file.yaml#2).
     pub manifest_source: Option<String>,
+    /// What the last scan could not read of the folder (one `path: error` a line), if anything.
+    pub walk_error: Option<String>,
 }
 
 /// Who declares a job.
@@ -102,6 +128,7 @@ impl JobRow {
         JobFacts {
             scanned: self.scanned_at.is_some(),
             blocked: self.error.is_some(),
+            walk_incomplete: self.walk_error.is_some(),
         }
     }
 }
@@ -228,6 +255,25 @@ pub struct Store {
     writer: SqlitePool,
 }
 
+/// Whether a connection given back to its pool may serve again: any rollback its transaction's
+/// drop queued has run (the ping comes after it) and no transaction is left open.
+///
+/// After an error such as SQLITE_FULL, SQLite may already have rolled the transaction back by
+/// itself; the ROLLBACK that follows then fails, and sqlx keeps counting the transaction as
+/// open. Every later `BEGIN` on that connection failed with "attempted to call begin_with at
+/// non-zero transaction depth", until a restart (seen with a full disk). Such a connection is
+/// closed instead, and the pool opens a fresh one for the next writer.
+async fn still_usable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a database connection was left inside a failed transaction; it is replaced"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -265,6 +311,7 @@ impl Store {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                .after_release(|conn, _| Box::pin(still_usable(conn)))
                 .connect_with(options.clone())
         };
         if matches!(location, DatabaseLocation::Memory) {
@@ -276,19 +323,35 @@ impl Store {
                 pool,
             });
         }
-        Ok(Store {
+        let store = Store {
             pool: pool_of(4).await?,
             writer: pool_of(1).await?,
-        })
+        };
+        // A read-only file (or folder) opens, migrates when there is nothing to migrate, and
+        // reads: only a write tells.
+        store.probe_write().await?;
+        Ok(store)
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// A round trip to the database, for readiness.
+    /// A round trip to the database.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes and commits one row: whether the database can be written now (readiness, and the
+    /// start). A read-only file or folder, and a disk too full for the write, fail it.
+    pub async fn probe_write(&self) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO write_probe (id, at) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -311,9 +374,14 @@ impl Store {
         .bind(source_folder)
         .bind(bucket)
         .bind(pattern)
-        .fetch_optional(&self.writer)
+        // All rows, not the first: SQLite commits an autocommit statement when it steps to its
+        // end, and a statement reset after its first row reports a failed commit (a full disk)
+        // to nobody. The job would be answered 201 and never stored.
+        .fetch_all(&self.writer)
         .await?;
-        row.ok_or_else(|| StoreError::Conflict(id.to_owned()))
+        row.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Conflict(id.to_owned()))
     }
 
     /// Creates the job `id` with this spec, or brings an existing one to it (PUT semantics).
@@ -620,18 +688,27 @@ impl Store {
         Ok(())
     }
 
-    /// Notes that a full scan of the job's folder, of spec `generation`, has ended. Writes only
-    /// when there is news (the first scan, a new generation, or changes found), so that a scan
-    /// that finds nothing changed writes nothing.
-    pub async fn mark_scanned(&self, job_id: &str, generation: i64, changed: bool) -> Result<()> {
+    /// Notes that a full scan of the job's folder, of spec `generation`, has ended, and what it
+    /// could not read (`walk_error`, None when it read everything). Writes only when there is
+    /// news (the first scan, a new generation, changes found, or another walk error), so that a
+    /// scan that finds nothing changed writes nothing.
+    pub async fn mark_scanned(
+        &self,
+        job_id: &str,
+        generation: i64,
+        changed: bool,
+        walk_error: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE upload_jobs SET scanned_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-                observed_generation = ?2
-             WHERE id = ?1 AND (?3 OR scanned_at IS NULL OR observed_generation != ?2)",
+                observed_generation = ?2, walk_error = ?4
+             WHERE id = ?1 AND (?3 OR scanned_at IS NULL OR observed_generation != ?2
+                OR walk_error IS NOT ?4)",
         )
         .bind(job_id)
         .bind(generation)
         .bind(changed)
+        .bind(walk_error)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -1038,6 +1115,29 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Files whose outcome could not be written go back to PENDING, their multipart uploads
+    /// and parts kept, to resume; the attempt is not counted (what it ended in is unknown).
+    /// Versions no longer IN_PROGRESS are left as they are. Returns how many went back.
+    pub async fn requeue_in_progress(&self, versions: &[FileVersion]) -> Result<u64> {
+        let versions = serde_json::Value::Array(
+            versions
+                .iter()
+                .map(|v| serde_json::json!([v.file_id, to_i64(v.size), v.mtime_ns]))
+                .collect(),
+        );
+        let done = sqlx::query(
+            "UPDATE files SET state = 'PENDING', attempts = MAX(attempts - 1, 0),
+                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             FROM json_each(?1) AS d
+             WHERE files.id = d.value ->> 0 AND files.state = 'IN_PROGRESS'
+                AND files.size = d.value ->> 1 AND files.mtime_ns = d.value ->> 2",
+        )
+        .bind(versions.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// At start: files that were uploading when the process stopped go back to PENDING, their

@@ -74,8 +74,29 @@ impl Differ {
     }
 
     /// Ends the scan: every record not seen is removed.
-    pub fn finish(mut self) -> Changes {
-        let mut removed: Vec<i64> = self.recorded.into_values().map(|r| r.file_id).collect();
+    pub fn finish(self) -> Changes {
+        self.finish_keeping(&[])
+    }
+
+    /// Ends a scan that could not read everything: a record not seen is removed unless it lies
+    /// at or under one of `unread` (relative paths; "" is the whole folder). What could not be
+    /// read is not known to be gone.
+    pub fn finish_keeping(mut self, unread: &[String]) -> Changes {
+        let under = |path: &str| {
+            unread.iter().any(|u| {
+                u.is_empty()
+                    || path == u
+                    || (path.len() > u.len()
+                        && path.starts_with(u.as_str())
+                        && path.as_bytes()[u.len()] == b'/')
+            })
+        };
+        let mut removed: Vec<i64> = self
+            .recorded
+            .into_iter()
+            .filter(|(path, _)| !under(path))
+            .map(|(_, r)| r.file_id)
+            .collect();
         removed.sort_unstable();
         self.pending.removed = removed;
         self.pending
@@ -85,6 +106,28 @@ impl Differ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_under_an_unread_folder_are_kept() {
+        let rec = |id| RecordedFile {
+            file_id: id,
+            size: 1,
+            mtime_ns: 1,
+        };
+        let recorded: HashMap<String, RecordedFile> =
+            [("a/x", 1), ("a/y/z", 2), ("ab/x", 3), ("b", 4), ("c", 5)]
+                .into_iter()
+                .map(|(p, id)| (p.to_owned(), rec(id)))
+                .collect();
+        let mut d = Differ::new(recorded.clone());
+        d.observe(seen("c", 1, 1));
+        // "a" could not be listed and "b" could not be stat'ed: only "ab/x" is known gone.
+        let changes = d.finish_keeping(&["a".to_owned(), "b".to_owned()]);
+        assert_eq!(changes.removed, vec![3]);
+        // The folder itself unread: nothing is known gone.
+        let d = Differ::new(recorded);
+        assert!(d.finish_keeping(&[String::new()]).removed.is_empty());
+    }
 
     fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
         SeenFile {

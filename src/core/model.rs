@@ -139,8 +139,12 @@ pub struct Condition {
 
 /// The conditions a person reads first: is the job reconciled, can it read its folder and
 /// write its bucket, are files failing, is everything uploaded.
+///
+/// `walk_error` is what the last scan could not read under the folder (the folders and their
+/// errors): the folder is then not readable, whole, even though the job is not blocked.
 pub fn conditions(
     blocker: Option<(Blocker, &str)>,
+    walk_error: Option<&str>,
     generation: i64,
     observed_generation: i64,
     files: &FileTally,
@@ -160,6 +164,22 @@ pub fn conditions(
             message: String::new(),
         },
     };
+    let folder = match (blocker, walk_error) {
+        (Some((Blocker::SourceFolderUnavailable, _)), _) | (_, None) => blocked(
+            Blocker::SourceFolderUnavailable,
+            "SourceFolderReadable",
+            "FolderReadable",
+        ),
+        (_, Some(unread)) => Condition {
+            kind: "SourceFolderReadable",
+            status: false,
+            reason: "PartlyUnreadable",
+            message: format!(
+                "the last scan could not read part of the folder, so the job cannot be complete \
+                 (its files there stay as recorded, and every scan tries again): {unread}"
+            ),
+        },
+    };
     let reconciled = observed_generation >= generation;
     vec![
         Condition {
@@ -172,11 +192,7 @@ pub fn conditions(
             },
             message: format!("generation {observed_generation} of {generation} scanned"),
         },
-        blocked(
-            Blocker::SourceFolderUnavailable,
-            "SourceFolderReadable",
-            "FolderReadable",
-        ),
+        folder,
         blocked(
             Blocker::BucketUnavailable,
             "BucketWritable",
@@ -217,9 +233,14 @@ pub struct JobFacts {
     pub scanned: bool,
     /// A problem that stops the whole job (missing bucket, missing folder).
     pub blocked: bool,
+    /// The last scan could not read part of the folder: files may be missing from the job.
+    pub walk_incomplete: bool,
 }
 
 /// A job's state, derived from its facts and its files.
+///
+/// COMPLETED only when every file under the folder was read: a walk that could not read part of
+/// it ends the job FAILED once the rest is uploaded, never COMPLETED.
 pub fn job_state(facts: JobFacts, files: &FileTally) -> JobState {
     if facts.blocked {
         JobState::Failed
@@ -227,7 +248,7 @@ pub fn job_state(facts: JobFacts, files: &FileTally) -> JobState {
         JobState::Pending
     } else if files.active_files() > 0 {
         JobState::InProgress
-    } else if files.failed.files > 0 {
+    } else if files.failed.files > 0 || facts.walk_incomplete {
         JobState::Failed
     } else {
         JobState::Completed
@@ -267,6 +288,7 @@ mod tests {
     const SCANNED: JobFacts = JobFacts {
         scanned: true,
         blocked: false,
+        walk_incomplete: false,
     };
 
     #[test]
@@ -286,11 +308,13 @@ mod tests {
         let facts = JobFacts {
             scanned: false,
             blocked: false,
+            walk_incomplete: false,
         };
         assert_eq!(job_state(facts, &files), JobState::Pending);
         let facts = JobFacts {
             scanned: true,
             blocked: true,
+            walk_incomplete: false,
         };
         assert_eq!(job_state(facts, &files), JobState::Failed);
     }
@@ -321,6 +345,7 @@ mod tests {
         files.add(FileState::Failed, tally(2, 10, 0));
         let c = conditions(
             Some((Blocker::BucketUnavailable, "bucket \"b\" does not exist")),
+            None,
             2,
             1,
             &files,
@@ -336,8 +361,30 @@ mod tests {
         assert!(get("FilesFailing").status);
         assert_eq!(get("FilesFailing").message, "2 files failed");
         assert!(!get("Completed").status);
-        let ok = conditions(None, 1, 1, &FileTally::default(), JobState::Completed);
+        let ok = conditions(None, None, 1, 1, &FileTally::default(), JobState::Completed);
         assert!(ok.iter().all(|c| c.status != (c.kind == "FilesFailing")));
+    }
+
+    #[test]
+    fn a_folder_read_in_part_is_never_completed_and_says_where() {
+        let mut files = FileTally::default();
+        files.add(FileState::Uploaded, tally(3, 30, 30));
+        let facts = JobFacts {
+            walk_incomplete: true,
+            ..SCANNED
+        };
+        let state = job_state(facts, &files);
+        assert_eq!(state, JobState::Failed);
+        assert!(progress(state, &files) < 1.0);
+        files.add(FileState::Pending, tally(1, 10, 0));
+        assert_eq!(job_state(facts, &files), JobState::InProgress);
+        let unread = "secret: Permission denied (os error 13)";
+        let c = conditions(None, Some(unread), 1, 1, &files, JobState::Failed);
+        let folder = c.iter().find(|c| c.kind == "SourceFolderReadable").unwrap();
+        assert!(!folder.status);
+        assert_eq!(folder.reason, "PartlyUnreadable");
+        assert!(folder.message.contains(unread), "{}", folder.message);
+        assert!(!c.iter().find(|c| c.kind == "Completed").unwrap().status);
     }
 
     #[test]

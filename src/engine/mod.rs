@@ -77,8 +77,11 @@ pub struct Context {
     changed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// What the last sync of the manifests folder found.
     pub manifests: manifests::Manifests,
-    /// Consecutive failed reconciliations per job, for its backoff.
-    failures: Mutex<std::collections::HashMap<String, u32>>,
+    /// Jobs whose reconciliation keeps failing, and their backoff.
+    failures: Mutex<std::collections::HashMap<String, Backoff>>,
+    /// Files whose outcome could not be written (the database refused it): they are put back
+    /// to PENDING as soon as it can be written, without a restart.
+    unrecorded: Mutex<Vec<crate::store::FileVersion>>,
     /// Uploads running per job.
     running: Running,
     /// Uploads that succeeded, waiting for the dispatcher to record them.
@@ -121,16 +124,46 @@ impl Running {
 /// write before its next claim: with many small files, one write per file would cost more than
 /// the files' uploads (the store has one writer).
 #[derive(Default)]
-struct Finished(Mutex<Vec<(ClaimedFile, Option<String>)>>);
+struct Finished(Mutex<Vec<Success>>);
+
+/// An upload that succeeded, waiting to be recorded.
+struct Success {
+    file: ClaimedFile,
+    etag: Option<String>,
+    /// Already counted out of the running uploads (its first write failed).
+    counted_out: bool,
+}
 
 impl Finished {
     fn push(&self, file: ClaimedFile, etag: Option<String>) {
-        self.0.lock().expect("finished lock").push((file, etag));
+        self.0.lock().expect("finished lock").push(Success {
+            file,
+            etag,
+            counted_out: false,
+        });
     }
 
-    fn take(&self) -> Vec<(ClaimedFile, Option<String>)> {
+    /// Gives back successes whose write failed, to be written by the next call.
+    fn owe(&self, done: Vec<Success>) {
+        self.0.lock().expect("finished lock").extend(done);
+    }
+
+    fn take(&self) -> Vec<Success> {
         std::mem::take(&mut *self.0.lock().expect("finished lock"))
     }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().expect("finished lock").is_empty()
+    }
+}
+
+/// A job's scan backoff: how many reconciliations failed in a row, until when the job waits,
+/// and whether a timer to scan it again is set (one per job, however many failures).
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+    timer_set: bool,
 }
 
 /// Jobs waiting for a scan, each at most once.
@@ -166,6 +199,7 @@ impl Context {
             changed: Mutex::new(Some(changed)),
             manifests: manifests::Manifests::default(),
             failures: Mutex::default(),
+            unrecorded: Mutex::default(),
             running: Running::default(),
             finished: Finished::default(),
             part_buffers: upload::PartBuffers::default(),
@@ -179,9 +213,27 @@ impl Context {
         })
     }
 
-    /// Asks for a scan of the job (check_upload_job): soon, once, whatever woke it.
+    /// Asks for a scan of the job (check_upload_job): soon, once, whatever woke it. A job in
+    /// backoff after failed scans waits for its timer instead.
     pub fn request_scan(&self, job_id: &str) {
         self.scans.push(job_id);
+    }
+
+    /// Asks for a scan now, past any backoff: a person asked (a rescan, a new spec).
+    pub fn request_scan_now(&self, job_id: &str) {
+        if let Some(b) = self.failures.lock().expect("failures lock").get_mut(job_id) {
+            b.until = Instant::now();
+        }
+        self.scans.push(job_id);
+    }
+
+    /// Whether the job waits out a backoff now.
+    fn backing_off(&self, job_id: &str) -> bool {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .get(job_id)
+            .is_some_and(|b| b.until > Instant::now())
     }
 
     /// When the job's last scan ended, if one did since the start.
@@ -359,21 +411,45 @@ async fn notification_loop(
 }
 
 /// Per-job backoff, as a controller's error policy: a job whose reconciliation keeps failing is
-/// tried again after 2 s, 4 s, 8 s ... at most the scan interval; a success resets it.
+/// tried again after 2 s, 4 s, 8 s ... at most the scan interval; a success resets it. Other
+/// requests for its scan (notifications, the periodic tick) wait for the backoff, and one timer
+/// per job wakes it: failures do not multiply the scans.
 fn requeue_with_backoff(ctx: &Arc<Context>, job_id: &str, done: bool) {
     let mut failures = ctx.failures.lock().expect("failures lock");
     if done {
         failures.remove(job_id);
         return;
     }
-    let n = failures.entry(job_id.to_owned()).or_insert(0);
-    *n += 1;
-    let delay = crate::core::plan::retry_delay(*n).min(ctx.settings.scan_interval);
-    tracing::info!(upload_id = %job_id, failures = *n, retry_in_s = delay.as_secs(), "the job is scanned again after a backoff");
+    let b = failures.entry(job_id.to_owned()).or_insert(Backoff {
+        failures: 0,
+        until: Instant::now(),
+        timer_set: false,
+    });
+    b.failures += 1;
+    let delay = crate::core::plan::retry_delay(b.failures).min(ctx.settings.scan_interval);
+    b.until = Instant::now() + delay;
+    tracing::info!(upload_id = %job_id, failures = b.failures, retry_in_s = delay.as_secs(), "the job is scanned again after a backoff");
+    if std::mem::replace(&mut b.timer_set, true) {
+        return; // the timer set earlier wakes it, and finds the new `until`
+    }
+    drop(failures);
     let ctx = ctx.clone();
     let job_id = job_id.to_owned();
     tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
+        loop {
+            let until = {
+                let mut failures = ctx.failures.lock().expect("failures lock");
+                match failures.get_mut(&job_id) {
+                    Some(b) if b.until > Instant::now() => b.until,
+                    Some(b) => {
+                        b.timer_set = false;
+                        break;
+                    }
+                    None => return, // it succeeded meanwhile, or was deleted
+                }
+            };
+            tokio::time::sleep_until(until.into()).await;
+        }
         ctx.request_scan(&job_id);
     });
 }
@@ -383,6 +459,9 @@ async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         while let Some(job_id) = ctx.scans.pop() {
             if *shutdown.borrow() {
                 return;
+            }
+            if ctx.backing_off(&job_id) {
+                continue; // its backoff's timer asks again
             }
             let span = tracing::info_span!("scan", upload_id = %job_id);
             let outcome = check_upload_job(&ctx, &job_id).instrument(span).await;
@@ -496,7 +575,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         let mut differ = Differ::new(recorded);
         let mut seen = 0u64;
         let mut receiver_gone = false;
-        crate::scan::walk(&spec, &exclude, links, |file| {
+        let report = crate::scan::walk(&spec, &exclude, links, |file| {
             seen += 1;
             differ.observe(file);
             if differ.pending_len() >= SCAN_BATCH && tx.blocking_send(differ.take()).is_err() {
@@ -506,11 +585,11 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
             }
             ControlFlow::Continue(())
         });
-        // Removals are only known at the end of a complete walk.
+        // Removals are only known at the end of the walk, and only where it could read.
         if !receiver_gone {
-            let _ = tx.blocking_send(differ.finish());
+            let _ = tx.blocking_send(differ.finish_keeping(&report.kept_prefixes()));
         }
-        seen
+        (seen, report)
     });
     let (mut added, mut changed, mut removed) = (0, 0, 0);
     while let Some(batch) = rx.recv().await {
@@ -537,10 +616,11 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         }
         ctx.work.notify_one();
     }
-    let seen = walker.await?;
+    let (seen, report) = walker.await?;
     let changes = added + changed + removed;
+    let unread = report.summary();
     ctx.store
-        .mark_scanned(job_id, job.generation, changes > 0)
+        .mark_scanned(job_id, job.generation, changes > 0, unread.as_deref())
         .await?;
     ctx.last_scans
         .lock()
@@ -555,6 +635,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         added,
         changed,
         removed,
+        unreadable = report.unreadable.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "scan done"
     );
@@ -578,6 +659,7 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         }
         // The uploads that ended are recorded first: their keys are free again after.
         record_uploaded(&ctx).await;
+        let owed = requeue_unrecorded(&ctx).await || !ctx.finished.is_empty();
         let busy = ctx.running.keys();
         match ctx.store.claim_files(permits.len(), &busy).await {
             Ok(files) if !files.is_empty() => {
@@ -599,6 +681,12 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                             .clamp(10, 30_000),
                     ),
                     _ => Duration::from_secs(30),
+                };
+                // Outcomes owed to the database are tried again every second.
+                let wait = if owed {
+                    wait.min(Duration::from_secs(1))
+                } else {
+                    wait
                 };
                 tokio::select! {
                     _ = ctx.work.notified() => {}
@@ -638,14 +726,51 @@ async fn record_uploaded(ctx: &Arc<Context>) {
     }
     let versions: Vec<_> = done
         .iter()
-        .map(|(file, etag)| (file.version(), etag.clone()))
+        .map(|d| (d.file.version(), d.etag.clone()))
         .collect();
-    if let Err(e) = ctx.store.mark_uploaded_all(&versions).await {
-        // They stay IN_PROGRESS: the next start sends them again.
-        tracing::error!(files = done.len(), error = %e, "cannot record the uploads' outcomes");
+    let written = ctx.store.mark_uploaded_all(&versions).await;
+    // After the write: the last one out of a job looks whether it settled.
+    for d in done.iter().filter(|d| !d.counted_out) {
+        count_out(ctx, &d.file);
     }
-    for (file, _) in &done {
-        count_out(ctx, file);
+    if let Err(e) = written {
+        // They are in S3 and verified, and stay IN_PROGRESS (claimed by nobody) until the
+        // write succeeds: the next call tries again.
+        tracing::error!(files = done.len(), error = %e, "cannot record the uploads' outcomes; trying again shortly");
+        ctx.finished.owe(
+            done.into_iter()
+                .map(|d| Success {
+                    counted_out: true,
+                    ..d
+                })
+                .collect(),
+        );
+    }
+}
+
+/// Puts back to PENDING the files whose outcome could not be written, once the database takes
+/// it; their open multipart uploads and parts stay, to resume. Returns whether any are left.
+async fn requeue_unrecorded(ctx: &Context) -> bool {
+    let versions = std::mem::take(&mut *ctx.unrecorded.lock().expect("unrecorded lock"));
+    if versions.is_empty() {
+        return false;
+    }
+    match ctx.store.requeue_in_progress(&versions).await {
+        Ok(n) => {
+            tracing::info!(
+                files = n,
+                "files whose outcome could not be recorded go again"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(files = versions.len(), error = %e, "cannot yet put back the files whose outcome was not recorded");
+            ctx.unrecorded
+                .lock()
+                .expect("unrecorded lock")
+                .extend(versions);
+            true
+        }
     }
 }
 
@@ -702,7 +827,11 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
         Err(e) => record_failure(ctx, &file, &e).await,
     };
     if let Err(e) = recorded {
-        tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome");
+        tracing::error!(upload_id = %file.upload_id, path = %file.path, error = %e, "cannot record the upload's outcome; the file goes back to PENDING once the database takes it");
+        ctx.unrecorded
+            .lock()
+            .expect("unrecorded lock")
+            .push(version);
     }
     // Every outcome but a success may have queued a multipart upload for abort.
     ctx.wake_janitor();

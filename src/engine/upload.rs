@@ -102,7 +102,10 @@ impl UploadError {
                 ErrorKind::NoSuchUpload | ErrorKind::Permanent => Recovery::StartOver,
             },
             UploadError::Read { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
+                ) =>
             {
                 Recovery::Fail
             }
@@ -380,7 +383,22 @@ impl Uploader<'_> {
                     part_size,
                     checksum: mode.as_str().to_owned(),
                 };
-                if !self.store.set_multipart_upload(version, &upload).await? {
+                let recorded = match self.store.set_multipart_upload(version, &upload).await {
+                    Ok(recorded) => recorded,
+                    Err(e) => {
+                        // Not recorded, so nothing would ever abort it: abort it now, while its
+                        // id is known (the start-up sweep is the net if this fails too).
+                        if let Err(abort) = self
+                            .s3
+                            .abort_multipart_upload(&file.bucket, key, &upload.multipart_upload_id)
+                            .await
+                        {
+                            tracing::warn!(error = %abort, "cannot abort a multipart upload that could not be recorded; the next start's sweep will");
+                        }
+                        return Err(e.into());
+                    }
+                };
+                if !recorded {
                     // Nobody would know of this upload unless it is queued for abort now.
                     self.store
                         .queue_abort(&upload.multipart_upload_id, &file.bucket, key)
@@ -419,10 +437,11 @@ impl Uploader<'_> {
                 todo.next();
                 let (offset, len) = part_range(file.size, part_size, number);
                 let reuse = buffer.reuse.take().unwrap_or_default();
-                let part = match read_part(reader.clone(), offset, len, mode, reuse).await {
-                    Ok(part) => part,
-                    Err(e) => return changed_or(path, file, e).await,
-                };
+                let part =
+                    match read_part(reader.clone(), file.size, offset, len, mode, reuse).await {
+                        Ok(part) => part,
+                        Err(e) => return changed_or(path, file, e).await,
+                    };
                 // The MD5 is needed only to judge S3's answer, so the part goes at once and its
                 // MD5 is computed when an answer needs it, with the other parts owed by then.
                 let md5 = self
@@ -761,7 +780,7 @@ fn open_local(
     let len =
         usize::try_from(claimed.0).map_err(|e| read_error(&path, std::io::Error::other(e)))?;
     let mut buf = vec![0u8; len];
-    let read = std::io::Read::read_exact(&mut f, &mut buf);
+    let read = read_all_of(&mut f, &mut buf, claimed.0);
     // The bytes read must be the version claimed from start to end.
     let now = version(&path)?;
     if now != Some(claimed) {
@@ -770,6 +789,46 @@ fn open_local(
     read.map_err(|e| read_error(&path, e))?;
     let checksum = mode.of(&buf);
     Ok(Local::Whole(Bytes::from(buf), checksum))
+}
+
+/// The error of a file whose bytes are not as many as its size says: a file of /proc or /sys
+/// (stat says 0 or 4096, reading gives something else), or a file system that lies. Such bytes
+/// are not the file, and no attempt will make them so.
+fn size_mismatch(stat: u64, what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "its size is {stat} bytes but reading it gave {what}; a special file (such as one under /proc) cannot be uploaded"
+        ),
+    )
+}
+
+/// Fills `buf` (the file's whole size) and checks that the file ends there.
+fn read_all_of(f: &mut std::fs::File, buf: &mut [u8], stat: u64) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => return Err(size_mismatch(stat, &format!("{filled} bytes"))),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    at_end(f, stat)
+}
+
+/// Checks that nothing follows the bytes read: a file that goes on past its size is not that size.
+fn at_end(mut f: impl std::io::Read, stat: u64) -> std::io::Result<()> {
+    let mut probe = [0u8; 1];
+    loop {
+        match f.read(&mut probe) {
+            Ok(0) => return Ok(()),
+            Ok(_) => return Err(size_mismatch(stat, "more bytes")),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The file's size and mtime now; None when it is gone.
@@ -792,6 +851,7 @@ struct ReadPart {
 /// still in the cache.
 async fn read_part(
     reader: Arc<std::fs::File>,
+    stat: u64,
     offset: u64,
     len: u64,
     mode: ChecksumMode,
@@ -807,7 +867,13 @@ async fn read_part(
         buf.reserve_exact(len);
         file.take(len as u64).read_to_end(&mut buf)?;
         if buf.len() != len {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(size_mismatch(
+                stat,
+                &format!("{} bytes", offset as usize + buf.len()),
+            ));
+        }
+        if offset + len as u64 == stat {
+            at_end(file, stat)?;
         }
         let checksum = mode.of(&buf);
         Ok(ReadPart {

@@ -208,6 +208,18 @@ impl Ferry {
         Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
     }
 
+    /// Starts ferry with its database at `db` (on a small disk, say) and its log in a folder of
+    /// its own.
+    pub async fn start_with_db(db: &Path, env: &[(&str, &str)]) -> Ferry {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, db.to_path_buf(), env, Some(tmp)).await
+    }
+
     /// Starts ferry as the unprivileged user `nobody` (when the tests run as root), so that file
     /// permissions mean something to it.
     pub async fn start_unprivileged() -> Ferry {
@@ -477,5 +489,81 @@ impl Drop for Ferry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A small tmpfs of its own, for a disk that fills for real. Needs root (CI runs as root); None
+/// otherwise, and the test says it was skipped.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size_mib: u64) -> Option<SmallDisk> {
+        if !is_root() {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {}",
+            dir.path().display()
+        );
+        Some(SmallDisk {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.path.join("filler")
+    }
+
+    /// Takes every byte left, as another program filling the disk would.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .unwrap();
+        let block = vec![0xa5u8; 64 * 1024];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        // The last partial block too.
+        let mut small = [0u8; 512];
+        small.fill(1);
+        while f.write(&small).map(|n| n > 0).unwrap_or(false) {}
+        let _ = f.sync_all();
+    }
+
+    /// Gives the space back.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.filler());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
