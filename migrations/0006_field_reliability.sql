@@ -12,3 +12,7 @@ CREATE TABLE write_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TEXT NOT NULL
 ) STRICT;
+
+-- An abort the store keeps refusing is not retried forever: after a bound, or at once when the
+-- store does not do aborts, it is given up, kept here for /metrics and the job's status.
+ALTER TABLE pending_aborts ADD COLUMN given_up_at TEXT;

@@ -372,6 +372,12 @@ pub struct JobView {
     managed_by: String,
     /// The manifest document that declares the job (file.yaml#2), if one does.
     manifest: Option<String>,
+    /// Multipart uploads of this job's keys that the store would not abort (it refused every
+    /// try, or does not do aborts): they may hold storage until the bucket's lifecycle rule
+    /// removes them.
+    multipart_aborts_given_up: u64,
+    /// The store's last answer to such an abort.
+    multipart_abort_error: Option<String>,
 }
 
 /// A condition of a job's status.
@@ -424,6 +430,8 @@ impl JobView {
             } else {
                 files.bytes_sent()
             },
+            multipart_aborts_given_up: 0,
+            multipart_abort_error: None,
             upload_id: job.id,
             source_folder: job.source_folder,
             destination_bucket: job.destination_bucket,
@@ -752,7 +760,10 @@ async fn get_upload(
         .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
     let files = store.job_tally(&upload_id).await?;
     let last_scan = app.ctx.last_scan(&upload_id);
-    Ok(Json(JobView::new(job, &files, last_scan)))
+    let (given_up, error) = store.aborts_given_up(&upload_id).await?;
+    let mut view = JobView::new(job, &files, last_scan);
+    (view.multipart_aborts_given_up, view.multipart_abort_error) = (given_up, error);
+    Ok(Json(view))
 }
 
 /// List every upload job
@@ -762,15 +773,16 @@ async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError>
     let store = &app.ctx.store;
     let jobs = store.list_jobs().await?;
     let mut tallies = store.all_tallies().await?;
-    Ok(Json(
-        jobs.into_iter()
-            .map(|job| {
-                let files = tallies.remove(&job.id).unwrap_or_default();
-                let last_scan = app.ctx.last_scan(&job.id);
-                JobView::new(job, &files, last_scan)
-            })
-            .collect(),
-    ))
+    let mut views = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let files = tallies.remove(&job.id).unwrap_or_default();
+        let last_scan = app.ctx.last_scan(&job.id);
+        let (given_up, error) = store.aborts_given_up(&job.id).await?;
+        let mut view = JobView::new(job, &files, last_scan);
+        (view.multipart_aborts_given_up, view.multipart_abort_error) = (given_up, error);
+        views.push(view);
+    }
+    Ok(Json(views))
 }
 
 /// List an upload job's tracked files
@@ -1010,6 +1022,10 @@ async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> 
             .map(|s| (s.as_str(), files.of(*s).files))
             .collect(),
         queue_depth: files.pending.files,
+        multipart_aborts: {
+            let (waiting, given_up) = store.abort_counts().await?;
+            vec![("waiting", waiting), ("given_up", given_up)]
+        },
     };
     res.add_header(
         salvo::http::header::CONTENT_TYPE,

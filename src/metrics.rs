@@ -152,6 +152,9 @@ pub struct Snapshot {
     pub files: Vec<(&'static str, u64)>,
     /// Files waiting to be uploaded (PENDING), over all jobs.
     pub queue_depth: u64,
+    /// Multipart uploads to abort: `waiting` (the janitor tries again) and `given_up` (the
+    /// store refused every try or does not do aborts).
+    pub multipart_aborts: Vec<(&'static str, u64)>,
 }
 
 /// The text exposition of every metric.
@@ -215,6 +218,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         "ferry_queue_depth",
         "Files waiting to be uploaded (PENDING)",
         snapshot.queue_depth as f64,
+    );
+    gauge_family(
+        &mut out,
+        "ferry_multipart_aborts",
+        "Multipart uploads let go of and not yet aborted: waiting for the janitor, or given up",
+        "state",
+        &snapshot.multipart_aborts,
     );
     gauge(
         &mut out,

@@ -16,7 +16,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode as S3ChecksumMode, CompletedMultipartUpload, CompletedPart,
@@ -37,6 +37,9 @@ pub enum ErrorKind {
     AccessDenied,
     /// The multipart upload is not known to the server (completed, aborted or expired).
     NoSuchUpload,
+    /// The store does not do this at all (501 NotImplemented, 405 Method Not Allowed): not a
+    /// passing fault, and not the request's fault. Learnt once, and worked around.
+    NotSupported,
     /// Anything else the server refused; trying again will not help.
     Permanent,
 }
@@ -59,6 +62,39 @@ impl S3Error {
             kind,
             message: message.into(),
         }
+    }
+
+    /// Names the S3 operation that failed, once.
+    fn during(mut self, operation: &str) -> Self {
+        if !self.message.starts_with(operation) {
+            self.message = format!("{operation}: {}", self.message);
+        }
+        self
+    }
+}
+
+/// An error and its causes, each by its Display, without repeats: what a person reads. The SDK's
+/// `DisplayErrorContext` ends with the whole error's Debug form
+/// (`DispatchFailure(DispatchFailure { source: ConnectorError {` ...), which is for developers.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// "HTTP 403" or "HTTP 403 AccessDenied": a HEAD answer has no body, so no code.
+fn status_and_code(status: u16, code: &str) -> String {
+    if code.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status} {code}")
     }
 }
 
@@ -217,6 +253,7 @@ impl ObjectStore {
                 tracing::warn!(operation = what, error = %err, retry_in_ms = delay.as_millis() as u64, "S3 request failed, retrying");
             })
             .await
+            .map_err(|e| e.during(what))
     }
 
     /// Whether the bucket exists and these credentials may use it.
@@ -592,9 +629,9 @@ impl ObjectStore {
 fn classify<E, R>(err: SdkError<E, R>, bucket: Option<&str>) -> S3Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = causes(&err);
     match &err {
         SdkError::TimeoutError(_) => {
             S3Error::new(ErrorKind::Transient, format!("S3 timed out: {detail}"))
@@ -615,9 +652,16 @@ where
                 }
                 (ErrorKind::AccessDenied, Some(b)) => {
                     format!(
-                        "access to bucket {b:?} was refused (HTTP {status} {code}): check the credentials and the bucket policy"
+                        "access to bucket {b:?} was refused ({}): check the credentials and the bucket policy",
+                        status_and_code(status, code)
                     )
                 }
+                (ErrorKind::NotSupported, _) => format!(
+                    "the store does not support this request ({}{}{})",
+                    status_and_code(status, code),
+                    if message.is_empty() { "" } else { ": " },
+                    message
+                ),
                 // A 2xx "error" is an answer the SDK could not read (an S3-compatible store
                 // that departs from S3's format): say what it could not read.
                 _ if (200..300).contains(&status) => {
@@ -651,6 +695,7 @@ fn kind_of(status: u16, code: &str) -> ErrorKind {
         | "AllAccessDisabled"
         | "ExpiredToken"
         | "InvalidToken" => return ErrorKind::AccessDenied,
+        "NotImplemented" | "MethodNotAllowed" => return ErrorKind::NotSupported,
         "SlowDown"
         | "Throttling"
         | "ThrottlingException"
@@ -663,6 +708,7 @@ fn kind_of(status: u16, code: &str) -> ErrorKind {
     match status {
         404 if code.is_empty() || code == "NotFound" => ErrorKind::NoSuchBucket,
         401 | 403 => ErrorKind::AccessDenied,
+        405 | 501 => ErrorKind::NotSupported,
         408 | 429 | 500..=599 => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
@@ -701,5 +747,31 @@ mod tests {
         assert_eq!(kind_of(404, "NoSuchUpload"), ErrorKind::NoSuchUpload);
         assert_eq!(kind_of(400, "EntityTooSmall"), ErrorKind::Permanent);
         assert_eq!(kind_of(400, "InvalidPart"), ErrorKind::Permanent);
+    }
+
+    #[test]
+    fn what_the_store_does_not_do_is_learnt_not_retried() {
+        assert_eq!(kind_of(501, "NotImplemented"), ErrorKind::NotSupported);
+        assert_eq!(kind_of(501, ""), ErrorKind::NotSupported);
+        assert_eq!(kind_of(405, ""), ErrorKind::NotSupported);
+        assert_eq!(kind_of(400, "NotImplemented"), ErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn messages_name_the_operation_and_carry_no_debug_forms() {
+        let e = S3Error::new(ErrorKind::Transient, "could not reach S3: io error")
+            .during("UploadPart")
+            .during("UploadPart");
+        assert_eq!(e.message, "UploadPart: could not reach S3: io error");
+        assert_eq!(status_and_code(403, ""), "HTTP 403");
+        assert_eq!(
+            status_and_code(403, "AccessDenied"),
+            "HTTP 403 AccessDenied"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(causes(&Outer(io)), "dispatch failure: Connection refused");
     }
 }

@@ -1180,6 +1180,7 @@ impl Store {
     pub async fn pending_aborts(&self, limit: u32) -> Result<Vec<PendingAbort>> {
         Ok(sqlx::query_as::<_, PendingAbort>(
             "SELECT multipart_upload_id, bucket, key, attempts FROM pending_aborts
+             WHERE given_up_at IS NULL
              ORDER BY attempts, created_at LIMIT CAST(? AS INTEGER)",
         )
         .bind(i64::from(limit))
@@ -1205,6 +1206,45 @@ impl Store {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    /// Stops trying to abort an upload the store keeps refusing to abort (or cannot); it stays
+    /// listed, for /metrics and the job's status.
+    pub async fn abort_given_up(&self, upload: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE pending_aborts SET attempts = attempts + 1, last_error = ?,
+                given_up_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE multipart_upload_id = ?",
+        )
+        .bind(error)
+        .bind(upload)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Aborts waiting and aborts given up, over all jobs: (waiting, given up).
+    pub async fn abort_counts(&self) -> Result<(u64, u64)> {
+        let (waiting, given_up) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COUNT(*) FILTER (WHERE given_up_at IS NULL),
+                COUNT(*) FILTER (WHERE given_up_at IS NOT NULL)
+             FROM pending_aborts",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((to_u64(waiting), to_u64(given_up)))
+    }
+
+    /// The multipart uploads of a job's keys that could not be aborted, and the last error.
+    pub async fn aborts_given_up(&self, job_id: &str) -> Result<(u64, Option<String>)> {
+        let (n, error) = sqlx::query_as::<_, (i64, Option<String>)>(
+            "SELECT COUNT(*), MAX(last_error) FROM pending_aborts
+             WHERE given_up_at IS NOT NULL AND substr(key, 1, length(?1) + 1) = ?1 || '/'",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((to_u64(n), error))
     }
 
     /// Queues an upload for abort outside any file (one whose row vanished under its uploader).

@@ -19,6 +19,10 @@ pub fn init(filter: &str, format: LogFormat) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colours only for a person at a terminal: in a file or a collector they are noise.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }

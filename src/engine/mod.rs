@@ -37,6 +37,8 @@ const SCAN_BATCH: usize = 1000;
 const SWEEP_BUDGET: Duration = Duration::from_secs(30);
 /// How often the janitor looks at `pending_aborts` without being woken.
 const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
+/// Refused aborts of one upload before the janitor gives it up (about ten minutes of tries).
+const MAX_ABORT_ATTEMPTS: i64 = 10;
 
 /// What the engine needs of the settings.
 #[derive(Debug, Clone)]
@@ -88,6 +90,9 @@ pub struct Context {
     finished: Finished,
     /// The part buffers multipart uploads share (upload::PART_BUFFERS).
     part_buffers: upload::PartBuffers,
+    /// True once the start-up sweep for orphaned multipart uploads has ended: new multipart
+    /// uploads wait for it.
+    sweep_done: watch::Sender<bool>,
 }
 
 /// The object keys of the uploads running: no second upload of a key may start while one runs,
@@ -203,6 +208,7 @@ impl Context {
             running: Running::default(),
             finished: Finished::default(),
             part_buffers: upload::PartBuffers::default(),
+            sweep_done: watch::Sender::new(false),
             store,
             s3,
             settings,
@@ -277,13 +283,21 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         Ok(ids) => ids.iter().for_each(|id| ctx.request_scan(id)),
         Err(e) => tracing::error!(error = %e, "cannot list jobs to resume them"),
     }
-    // Before any new upload is created: whatever is open under a job's prefix and unknown to
-    // the store was left by a crash between CreateMultipartUpload and its record.
-    tokio::select! {
-        _ = tokio::time::timeout(SWEEP_BUDGET, sweep_orphans(&ctx)) => {}
-        _ = stopped(&mut shutdown) => return,
-    }
+    // Whatever is open under a job's prefix and unknown to the store was left by a crash
+    // between CreateMultipartUpload and its record. The sweep runs beside the uploads: only new
+    // multipart uploads wait for it (Context::sweep_done), since one created meanwhile would
+    // look like an orphan; single PUTs and resumed uploads go at once.
     let mut loops = JoinSet::new();
+    {
+        let (ctx, mut shutdown) = (ctx.clone(), shutdown.clone());
+        loops.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::timeout(SWEEP_BUDGET, sweep_orphans(&ctx)) => {}
+                _ = stopped(&mut shutdown) => {}
+            }
+            ctx.sweep_done.send_replace(true);
+        });
+    }
     loops.spawn(scan_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch_loop(ctx.clone(), shutdown.clone()));
@@ -323,6 +337,11 @@ async fn sweep_orphans(ctx: &Context) {
         {
             Ok(open) if open.is_empty() => continue,
             Ok(open) => open,
+            Err(e) if e.kind == ErrorKind::NotSupported => {
+                // Learnt once for the store: asking for every other job would only wait.
+                tracing::info!(error = %e, "the store cannot list open multipart uploads, so uploads orphaned by a crash cannot be found; ferry aborts every upload it recorded");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(upload_id = %job.id, error = %e, "cannot list open multipart uploads; the sweep skips this job");
                 continue;
@@ -466,6 +485,12 @@ async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             let span = tracing::info_span!("scan", upload_id = %job_id);
             let outcome = check_upload_job(&ctx, &job_id).instrument(span).await;
             if let Err(e) = &outcome {
+                if matches!(ctx.store.get_job(&job_id).await, Ok(None)) {
+                    // Deleted while it was scanned: its new rows had no job to belong to.
+                    tracing::debug!(upload_id = %job_id, error = %e, "the job was deleted during its scan");
+                    ctx.forget_job(&job_id); // the scan may have set a watch after the delete
+                    continue;
+                }
                 tracing::error!(upload_id = %job_id, error = %e, "scan failed");
             }
             requeue_with_backoff(&ctx, &job_id, matches!(outcome, Ok(Reconciled::Done)));
@@ -794,6 +819,7 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
         chunk_size: ctx.settings.chunk_size,
         links: ctx.settings.follow_symlinks,
         part_buffers: &ctx.part_buffers,
+        sweep_done: ctx.sweep_done.subscribe(),
     };
     let version = file.version();
     let metrics = crate::metrics::get();
@@ -931,6 +957,16 @@ async fn janitor_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                         // No bucket, no upload left in it.
                         Err(e) if e.kind == ErrorKind::NoSuchBucket => {
                             ctx.store.abort_done(&abort.multipart_upload_id).await
+                        }
+                        Err(e)
+                            if e.kind == ErrorKind::NotSupported
+                                || (!e.is_transient()
+                                    && abort.attempts + 1 >= MAX_ABORT_ATTEMPTS) =>
+                        {
+                            tracing::warn!(key = %abort.key, attempts = abort.attempts + 1, error = %e, "the store will not abort a multipart upload; given up (shown in ferry_multipart_aborts{{state=\"given_up\"}} and the job's status)");
+                            ctx.store
+                                .abort_given_up(&abort.multipart_upload_id, &e.to_string())
+                                .await
                         }
                         Err(e) => {
                             tracing::warn!(key = %abort.key, attempts = abort.attempts + 1, error = %e, "cannot abort a multipart upload yet");

@@ -87,6 +87,7 @@ impl UploadError {
                 ErrorKind::NoSuchBucket => "no_such_bucket",
                 ErrorKind::AccessDenied => "access_denied",
                 ErrorKind::NoSuchUpload => "no_such_upload",
+                ErrorKind::NotSupported => "not_supported",
                 ErrorKind::Permanent => "s3_refused",
             },
             UploadError::Verify(_) => "verification",
@@ -100,6 +101,8 @@ impl UploadError {
                 ErrorKind::Transient => Recovery::Resume,
                 ErrorKind::NoSuchBucket | ErrorKind::AccessDenied => Recovery::BlockJob,
                 ErrorKind::NoSuchUpload | ErrorKind::Permanent => Recovery::StartOver,
+                // The store does not do what this upload needs: trying again cannot help.
+                ErrorKind::NotSupported => Recovery::Fail,
             },
             UploadError::Read { source, .. }
                 if matches!(
@@ -190,6 +193,9 @@ pub struct Uploader<'a> {
     pub links: SymlinkPolicy,
     /// Part buffers for the whole process (PART_BUFFERS), shared by every upload.
     pub part_buffers: &'a PartBuffers,
+    /// True once the start-up orphan sweep has ended; a new multipart upload waits for it, or
+    /// the sweep could take it for an orphan.
+    pub sweep_done: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What was sent, what S3 should now hold, and what its answer said it holds.
@@ -377,6 +383,8 @@ impl Uploader<'_> {
             Resumed::Parts(upload, parts) => (upload, parts),
             Resumed::AlreadyComplete(sent) => return Ok(Ok(sent)),
             Resumed::Nothing => {
+                // A closed channel means the engine is stopping: go on, it changes nothing.
+                let _ = self.sweep_done.clone().wait_for(|done| *done).await;
                 let id = self.s3.create_multipart_upload(&file.bucket, key).await?;
                 let upload = OpenUpload {
                     multipart_upload_id: id,

@@ -52,6 +52,12 @@ pub struct Faults {
     /// CreateMultipartUpload answers are rooted at `InitiateMultipartUpload`, as gofakes3's
     /// are, instead of S3's `InitiateMultipartUploadResult`.
     pub gofakes3_initiate_root: bool,
+    /// Every request of these operations is answered with this status and S3 error code (no
+    /// body when the code is empty, as a HEAD answer has none): a store that does not do it
+    /// (501, 405), or refuses these credentials (403).
+    pub refuse: Vec<(&'static str, u16, &'static str)>,
+    /// Requests of these operations hang until the test ends: a store that never answers them.
+    pub hang: Vec<&'static str>,
 }
 
 const CHECKSUM_HEADERS: [&str; 2] = ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"];
@@ -292,6 +298,22 @@ impl Handler for Forward {
                 }
                 released.await;
             }
+        }
+        if faults.hang.contains(&op) {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            std::future::pending::<()>().await;
+        }
+        if let Some((_, status, code)) = faults.refuse.iter().find(|(o, _, _)| *o == op) {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            res.status_code(StatusCode::from_u16(*status).unwrap());
+            if !code.is_empty() {
+                res.headers_mut()
+                    .insert("content-type", "application/xml".parse().unwrap());
+                res.body(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>refused by the test proxy</Message></Error>"
+                ));
+            }
+            return;
         }
         if let Some(delay) = faults.delay {
             tokio::time::sleep(delay).await;
