@@ -164,3 +164,63 @@ async fn sigterm_in_the_middle_of_uploads_exits_zero_and_the_next_start_finishes
     }
     s3.expect_no_open_uploads(Duration::from_secs(20)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_never_goes_back_over_a_restart_or_an_outage() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    // Two parts of the 16 MiB file reach S3, the rest wait at the proxy.
+    proxy.set_faults(Faults {
+        hold_parts_after: Some(2),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let data = content(800, 16 * MIB);
+    write_file(src.path(), "big.bin", &data);
+    let env = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
+    let mut ferry = Ferry::start(&env).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let before = ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) >= 10 * MIB as u64
+        })
+        .await;
+    let sent = before["uploaded_bytes"].as_u64().unwrap();
+    ferry.kill9();
+
+    // After the restart, with S3 down: the parts it holds still count.
+    proxy.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let ferry = ferry.restart().await;
+    // Until the attempt has failed and the file waits for its retry (PENDING), and a while
+    // after.
+    let deadline = std::time::Instant::now() + SETTLE;
+    let mut waiting_seen = 0;
+    while waiting_seen < 5 {
+        let (_, job) = ferry.get(&format!("/uploads/{id}")).await;
+        let now = job["uploaded_bytes"].as_u64().unwrap();
+        assert!(
+            now >= sent,
+            "uploaded_bytes went back from {sent} to {now}: {job}"
+        );
+        assert!(job["progress"].as_f64().unwrap() > 0.5, "{job}");
+        let files = ferry.files(&id).await;
+        if files[0]["state"] == "PENDING" && !files[0]["last_error"].is_null() {
+            waiting_seen += 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}
+{}",
+            files,
+            ferry.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.set_faults(Faults::default());
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert!(s3.get(&format!("{id}/big.bin")).await == data);
+}

@@ -104,9 +104,13 @@ impl FileTally {
         self.pending.bytes + self.in_progress.bytes + self.uploaded.bytes + self.failed.bytes
     }
 
-    /// Bytes known to be in S3: whole uploaded files, and the parts sent of files in flight.
+    /// Bytes known to be in S3: whole uploaded files, and the parts acknowledged of files not
+    /// yet complete, uploading or waiting (a restart, a retry after an outage: their parts are
+    /// still in S3 and are resumed, so the count never goes back for them).
     pub fn bytes_sent(&self) -> u64 {
-        self.uploaded.bytes + self.in_progress.bytes_sent.min(self.in_progress.bytes)
+        self.uploaded.bytes
+            + self.in_progress.bytes_sent.min(self.in_progress.bytes)
+            + self.pending.bytes_sent.min(self.pending.bytes)
     }
 
     /// Files that still have work to do.
@@ -396,6 +400,16 @@ mod tests {
         let state = job_state(SCANNED, &files);
         let p = progress(state, &files);
         assert!((p - 0.5).abs() < 0.001, "{p}");
+    }
+
+    #[test]
+    fn parts_in_s3_count_while_their_file_waits_to_resume() {
+        let mut files = FileTally::default();
+        files.add(FileState::Pending, tally(1, 100, 40));
+        files.add(FileState::Uploaded, tally(1, 100, 100));
+        assert_eq!(files.bytes_sent(), 140);
+        let p = progress(job_state(SCANNED, &files), &files);
+        assert!((p - 0.7).abs() < 0.001, "{p}");
     }
 
     #[test]
