@@ -22,6 +22,7 @@ use crate::core::spec::{JobName, JobSpec, SpecError, within_roots};
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::core::url::percent_encode;
 use crate::engine::Context;
+use crate::s3::Readiness as S3Readiness;
 use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
 
 /// The largest request body accepted.
@@ -965,7 +966,10 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database can be written and S3 can be reached
+/// How long readiness waits for S3.
+const READINESS_BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// Readiness: the database can be written and S3 can be reached with these credentials
 #[endpoint(tags("health"))]
 async fn readyz(depot: &mut Depot) -> Result<Json<Readiness>, ApiError> {
     let app = app_state(depot);
@@ -978,12 +982,32 @@ async fn readyz(depot: &mut Depot) -> Result<Json<Readiness>, ApiError> {
             format!("the database cannot be written: {e}"),
         ));
     }
-    if !app.ctx.s3.reachable().await {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "s3_unreachable",
-            "S3 cannot be reached; check AWS_ENDPOINT_URL and the network",
-        ));
+    // Within the probe's budget: a kubelet waits a second or so, and a hung S3 must read as
+    // not ready, not as a probe that times out.
+    let s3 = tokio::time::timeout(READINESS_BUDGET, app.ctx.s3.readiness())
+        .await
+        .unwrap_or_else(|_| {
+            S3Readiness::Unreachable(format!(
+                "S3 did not answer within {} s",
+                READINESS_BUDGET.as_secs()
+            ))
+        });
+    match s3 {
+        S3Readiness::Ready => {}
+        S3Readiness::Unreachable(why) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "s3_unreachable",
+                format!("S3 cannot be reached ({why}); check AWS_ENDPOINT_URL and the network"),
+            ));
+        }
+        S3Readiness::CredentialsRefused(why) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "s3_credentials_refused",
+                why,
+            ));
+        }
     }
     Ok(Json(Readiness {
         status: "ready".into(),
@@ -1026,6 +1050,7 @@ async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> 
             let (waiting, given_up) = store.abort_counts().await?;
             vec![("waiting", waiting), ("given_up", given_up)]
         },
+        s3_paused: app.ctx.s3_paused(),
     };
     res.add_header(
         salvo::http::header::CONTENT_TYPE,

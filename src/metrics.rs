@@ -23,6 +23,8 @@ pub struct Metrics {
     /// Failed upload attempts, by reason and by what happened next.
     pub upload_failures: LabeledCounter,
     pub scans: Counter,
+    /// Times the circuit breaker opened: S3 could not be reached at all.
+    pub s3_outages: Counter,
     pub uploads_in_flight: Gauge,
     /// Whole files, from the first byte read to the verified object.
     pub file_upload_seconds: Histogram,
@@ -38,6 +40,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     s3_retries: LabeledCounter::default(),
     upload_failures: LabeledCounter::default(),
     scans: Counter::default(),
+    s3_outages: Counter::default(),
     uploads_in_flight: Gauge::default(),
     file_upload_seconds: Histogram::new(&[
         0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -155,6 +158,8 @@ pub struct Snapshot {
     /// Multipart uploads to abort: `waiting` (the janitor tries again) and `given_up` (the
     /// store refused every try or does not do aborts).
     pub multipart_aborts: Vec<(&'static str, u64)>,
+    /// The circuit breaker is open: S3 cannot be reached, uploads pause.
+    pub s3_paused: bool,
 }
 
 /// The text exposition of every metric.
@@ -198,6 +203,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         "ferry_scans_total",
         "Completed scans of source folders",
         m.scans.value(),
+    );
+    counter(
+        &mut out,
+        "ferry_s3_outages_total",
+        "Times S3 could not be reached at all and uploads paused until it answered",
+        m.s3_outages.value(),
+    );
+    gauge(
+        &mut out,
+        "ferry_s3_reachable",
+        "1 while uploads go on, 0 while they pause because S3 cannot be reached",
+        if snapshot.s3_paused { 0.0 } else { 1.0 },
     );
     gauge_family(
         &mut out,

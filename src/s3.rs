@@ -50,6 +50,9 @@ pub enum ErrorKind {
 pub struct S3Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// No answer came from S3 at all (a refused or dropped connection, a timeout): S3 cannot
+    /// be reached, which says nothing about the request.
+    pub unreachable: bool,
 }
 
 impl S3Error {
@@ -61,6 +64,14 @@ impl S3Error {
         S3Error {
             kind,
             message: message.into(),
+            unreachable: false,
+        }
+    }
+
+    fn unreachable(message: impl Into<String>) -> Self {
+        S3Error {
+            unreachable: true,
+            ..Self::new(ErrorKind::Transient, message)
         }
     }
 
@@ -190,6 +201,14 @@ const PART_CHECKSUMS_ANSWERED: u8 = 1;
 /// may not check them at all.
 const PART_CHECKSUMS_IGNORED: u8 = 2;
 
+/// What readiness found of S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Unreachable(String),
+    CredentialsRefused(String),
+}
+
 /// A part as the server lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedPart {
@@ -273,10 +292,28 @@ impl ObjectStore {
     /// One request, not retried, that shows whether S3 answers at all: any answer from the
     /// service, even a refusal, counts; a timeout or a connection failure does not.
     pub async fn reachable(&self) -> bool {
+        !matches!(self.readiness().await, Readiness::Unreachable(_))
+    }
+
+    /// Whether S3 answers, and takes these credentials: one ListBuckets, not retried. A policy
+    /// that forbids ListBuckets (AccessDenied) is an answer from a store that knows the
+    /// credentials; an unknown key or a wrong secret is not.
+    pub async fn readiness(&self) -> Readiness {
         match self.client.list_buckets().max_buckets(1).send().await {
-            Ok(_) => true,
-            Err(SdkError::ServiceError(_)) => true,
-            Err(_) => false,
+            Ok(_) => Readiness::Ready,
+            Err(SdkError::ServiceError(e)) => match e.err().code() {
+                Some(
+                    code @ ("InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken"
+                    | "InvalidClientTokenId"),
+                ) => Readiness::CredentialsRefused(format!(
+                    "S3 refused the credentials ({code}): check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN"
+                )),
+                _ => Readiness::Ready,
+            },
+            Err(e) => Readiness::Unreachable(classify(e, None).message),
         }
     }
 
@@ -633,14 +670,11 @@ where
 {
     let detail = causes(&err);
     match &err {
-        SdkError::TimeoutError(_) => {
-            S3Error::new(ErrorKind::Transient, format!("S3 timed out: {detail}"))
-        }
+        SdkError::TimeoutError(_) => S3Error::unreachable(format!("S3 timed out: {detail}")),
         SdkError::DispatchFailure(f) if f.is_user() => S3Error::new(ErrorKind::Permanent, detail),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => S3Error::new(
-            ErrorKind::Transient,
-            format!("could not reach S3: {detail}"),
-        ),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            S3Error::unreachable(format!("could not reach S3: {detail}"))
+        }
         SdkError::ServiceError(service) => {
             let status = service.raw().status_code();
             let code = service.err().code().unwrap_or("");

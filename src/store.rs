@@ -960,13 +960,15 @@ impl Store {
 
     /// The attempt failed but may succeed later: back to PENDING, due at `next_attempt_at` (ms
     /// since the epoch). With `keep_upload` the multipart upload and its parts stay, to resume;
-    /// without, the upload is let go of and the next attempt starts over.
+    /// without, the upload is let go of and the next attempt starts over. Without
+    /// `count_attempt` the attempt is given back (S3 could not be reached: it proved nothing).
     pub async fn retry_later(
         &self,
         v: FileVersion,
         error: &str,
         next_attempt_at: i64,
         keep_upload: bool,
+        count_attempt: bool,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
@@ -977,11 +979,13 @@ impl Store {
         }
         sqlx::query(
             "UPDATE files SET state = 'PENDING', last_error = ?, next_attempt_at = ?,
+                attempts = CASE WHEN ? THEN attempts ELSE MAX(attempts - 1, 0) END,
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ?",
         )
         .bind(error)
         .bind(next_attempt_at)
+        .bind(count_attempt)
         .bind(v.file_id)
         .execute(&mut *tx)
         .await?;
@@ -1774,7 +1778,7 @@ mod tests {
         let due = now_ms() + 60_000;
         assert!(
             store
-                .retry_later(claimed.version(), "503", due, true)
+                .retry_later(claimed.version(), "503", due, true, true)
                 .await
                 .unwrap()
         );
@@ -1785,7 +1789,7 @@ mod tests {
         assert_eq!(store.next_retry_due().await.unwrap(), Some(due));
         assert!(
             store
-                .retry_later(claimed.version(), "x", due, true)
+                .retry_later(claimed.version(), "x", due, true, true)
                 .await
                 .is_ok()
         );
@@ -1876,7 +1880,7 @@ mod tests {
         let d = store.claim_next_file().await.unwrap().unwrap();
         assert!(
             store
-                .retry_later(d.version(), "503", 0, true)
+                .retry_later(d.version(), "503", 0, true, true)
                 .await
                 .unwrap()
         );

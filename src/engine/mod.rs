@@ -11,6 +11,7 @@
 //! All state is in the store; the loops hold none that a restart would miss. On start every job
 //! is scanned and interrupted uploads go back to PENDING, so unfinished work carries on.
 
+pub mod breaker;
 pub mod manifests;
 pub mod upload;
 
@@ -93,6 +94,8 @@ pub struct Context {
     /// True once the start-up sweep for orphaned multipart uploads has ended: new multipart
     /// uploads wait for it.
     sweep_done: watch::Sender<bool>,
+    /// Open while S3 cannot be reached: the dispatcher starts no upload.
+    breaker: Arc<breaker::Breaker>,
 }
 
 /// The object keys of the uploads running: no second upload of a key may start while one runs,
@@ -209,6 +212,7 @@ impl Context {
             finished: Finished::default(),
             part_buffers: upload::PartBuffers::default(),
             sweep_done: watch::Sender::new(false),
+            breaker: Arc::default(),
             store,
             s3,
             settings,
@@ -259,6 +263,11 @@ impl Context {
             .remove(job_id);
         self.watcher.forget(job_id);
         self.failures.lock().expect("failures lock").remove(job_id);
+    }
+
+    /// Whether uploads pause because S3 cannot be reached.
+    pub fn s3_paused(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// Tells the dispatcher that files may be waiting.
@@ -676,6 +685,17 @@ async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = stopped(&mut shutdown) => break,
         };
+        if ctx.breaker.is_open() {
+            // S3 cannot be reached: a new attempt would only fail, and spend the file's
+            // attempts. The probe closes the breaker when S3 answers.
+            drop(permit);
+            record_uploaded(&ctx).await;
+            tokio::select! {
+                _ = ctx.breaker.wait_closed() => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+            continue;
+        }
         // Every free slot is filled by one claim: one write for several files when several
         // uploads ended meanwhile.
         let mut permits = vec![permit];
@@ -886,6 +906,19 @@ async fn record_failure(
     } else {
         "failed"
     };
+    if error.s3_unreachable() && recovery == Recovery::Resume {
+        // Not the file's fault, nor the request's: the attempt is given back, and the breaker
+        // holds every upload until S3 answers.
+        ctx.breaker.trip(&ctx.s3);
+        crate::metrics::get()
+            .upload_failures
+            .inc(&[error.reason(), "paused"]);
+        tracing::info!(upload_id = %file.upload_id, path = %file.path, error = %message, "S3 cannot be reached; the file waits, its attempt not counted");
+        return ctx
+            .store
+            .retry_later(version, &message, crate::store::now_ms(), true, false)
+            .await;
+    }
     crate::metrics::get()
         .upload_failures
         .inc(&[error.reason(), outcome]);
@@ -895,7 +928,7 @@ async fn record_failure(
         let due = crate::store::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         return ctx
             .store
-            .retry_later(version, &message, due, recovery == Recovery::Resume)
+            .retry_later(version, &message, due, recovery == Recovery::Resume, true)
             .await;
     }
     if recovery == Recovery::BlockJob {

@@ -95,6 +95,11 @@ impl UploadError {
         }
     }
 
+    /// S3 gave no answer at all: the attempt says nothing about the file, and must not count.
+    pub fn s3_unreachable(&self) -> bool {
+        matches!(self, UploadError::S3(e) if e.unreachable)
+    }
+
     pub fn recovery(&self) -> Recovery {
         match self {
             UploadError::S3(e) => match e.kind {
@@ -989,6 +994,7 @@ mod tests {
             UploadError::S3(S3Error {
                 kind,
                 message: String::new(),
+                unreachable: false,
             })
         };
         assert_eq!(s3(ErrorKind::Transient).recovery(), Recovery::Resume);

@@ -230,6 +230,7 @@ pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
         "GET" if has("uploads") => "ListMultipartUploads",
         "HEAD" if has_key => "HeadObject",
         "HEAD" => "HeadBucket",
+        "GET" if path == "/" => "ListBuckets",
         _ => "Other",
     }
 }
