@@ -167,3 +167,44 @@ async fn ferrys_own_database_in_a_source_folder_is_never_uploaded() {
     assert_eq!(job["total_files"], 1, "{job}");
     assert_eq!(s3.keys().await, vec![format!("{id}/data/a.txt")]);
 }
+
+/// The inotify instances a process holds (each is an fd on `anon_inode:inotify`).
+fn inotify_instances(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("inotify"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_watcher_serves_every_job_past_the_kernels_instance_limit() {
+    let s3 = S3::new_bucket().await;
+    // More jobs than the kernel's default fs.inotify.max_user_instances (128); no periodic
+    // scan to fall back on, so a change shows only if its folder is watched.
+    let ferry = Ferry::start(&[("FERRY_SCAN_INTERVAL", "1h")]).await;
+    let folders: Vec<_> = (0..140).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut ids = Vec::new();
+    for folder in &folders {
+        ids.push(ferry.create_job(folder.path(), &s3.bucket, None).await);
+    }
+    for id in &ids {
+        ferry.wait_settled(id, Duration::from_secs(60)).await;
+    }
+    assert!(
+        inotify_instances(ferry.pid()) <= 1,
+        "{} inotify instances for {} jobs",
+        inotify_instances(ferry.pid()),
+        ids.len()
+    );
+    let last = folders.last().unwrap();
+    write_file(last.path(), "late.txt", b"seen live");
+    let id = ids.last().unwrap();
+    let job = ferry
+        .wait_for(id, Duration::from_secs(30), |j| {
+            j["completed_files"].as_u64() == Some(1)
+        })
+        .await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(s3.get(&format!("{id}/late.txt")).await, b"seen live");
+}
