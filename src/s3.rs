@@ -8,7 +8,7 @@
 mod compat;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -37,6 +37,9 @@ pub enum ErrorKind {
     AccessDenied,
     /// The multipart upload is not known to the server (completed, aborted or expired).
     NoSuchUpload,
+    /// The store answered with success, but in a body that is not S3's format (the SDK could
+    /// not read it).
+    Malformed,
     /// The store does not do this at all (501 NotImplemented, 405 Method Not Allowed): not a
     /// passing fault, and not the request's fault. Learnt once, and worked around.
     NotSupported,
@@ -191,6 +194,8 @@ pub struct ObjectStore {
     /// Whether the store answers a part with the checksum it computed, learnt from its UploadPart
     /// answers: one of PART_CHECKSUMS_*.
     part_checksums: Arc<AtomicU8>,
+    /// The store answered ListParts "not supported" (s3rver's 405): not asked again.
+    no_list_parts: Arc<AtomicBool>,
 }
 
 /// No part has been answered yet.
@@ -209,12 +214,12 @@ pub enum Readiness {
     CredentialsRefused(String),
 }
 
-/// A part as the server lists it.
+/// A part as the server lists it. Some stores leave out the ETag (s3s-fs) or the size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedPart {
     pub number: i64,
-    pub size: u64,
-    pub etag: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
 }
 
 /// An open multipart upload as the server lists it.
@@ -257,6 +262,7 @@ impl ObjectStore {
             retry,
             checksum,
             part_checksums: Arc::new(AtomicU8::new(PART_CHECKSUMS_UNKNOWN)),
+            no_list_parts: Arc::default(),
         })
     }
 
@@ -370,7 +376,7 @@ impl ObjectStore {
                 // them, so a part corrupted on the way is refused rather than stored.
                 .set_checksum_algorithm(algorithm(self.checksum))
                 .customize()
-                .interceptor(compat::InitiateResultRoot)
+                .interceptor(compat::INITIATE_ROOT)
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
@@ -434,8 +440,31 @@ impl ObjectStore {
         .await
     }
 
-    /// Every part the server holds of a multipart upload (all pages).
+    /// Every part the server holds of a multipart upload (all pages). A store learnt not to do
+    /// ListParts is not asked again: NotSupported at once.
     pub async fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<ListedPart>> {
+        if self.no_list_parts.load(Ordering::Relaxed) {
+            return Err(S3Error::new(
+                ErrorKind::NotSupported,
+                "ListParts: the store does not support it (learnt from an earlier answer)",
+            ));
+        }
+        let listed = self.list_parts_pages(bucket, key, upload_id).await;
+        if let Err(e) = &listed
+            && e.kind == ErrorKind::NotSupported
+            && !self.no_list_parts.swap(true, Ordering::Relaxed)
+        {
+            tracing::info!(error = %e, "the store does not list the parts of a multipart upload: uploads resume from the parts ferry recorded, and the object's final verification decides");
+        }
+        listed
+    }
+
+    async fn list_parts_pages(
         &self,
         bucket: &str,
         key: &str,
@@ -452,17 +481,19 @@ impl ObjectStore {
                         .key(key)
                         .upload_id(upload_id)
                         .set_part_number_marker(marker.clone())
+                        .customize()
+                        .interceptor(compat::LIST_PARTS_ROOT)
                         .send()
                         .await
                         .map_err(|e| classify(e, Some(bucket)))
                 })
                 .await?;
             for p in page.parts() {
-                if let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) {
+                if let Some(number) = p.part_number() {
                     parts.push(ListedPart {
                         number: i64::from(number),
-                        size: p.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                        etag: etag.to_owned(),
+                        size: p.size().and_then(|n| u64::try_from(n).ok()),
+                        etag: p.e_tag().map(str::to_owned),
                     });
                 }
             }
@@ -679,7 +710,11 @@ where
             let status = service.raw().status_code();
             let code = service.err().code().unwrap_or("");
             let message = service.err().message().unwrap_or("");
-            let kind = kind_of(status, code);
+            let kind = if (200..300).contains(&status) {
+                ErrorKind::Malformed
+            } else {
+                kind_of(status, code)
+            };
             let text = match (kind, bucket) {
                 (ErrorKind::NoSuchBucket, Some(b)) => {
                     format!("bucket {b:?} does not exist (NoSuchBucket)")

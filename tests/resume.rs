@@ -730,3 +730,87 @@ async fn an_orphaned_multipart_upload_under_a_job_is_aborted_at_start() {
         .unwrap();
     assert_eq!(left.uploads()[0].key(), Some("not-ferry/other.bin"));
 }
+
+/// A multipart upload killed midway resumes, with the store's ListParts broken as `quirk`
+/// breaks it: every part acknowledged before the kill stays, none is sent again but those in
+/// flight, and the object is right.
+async fn resumes_at_part_granularity_despite(quirk: Faults, what: &str) {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        hold_parts_after: Some(4),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let data = content(77, 40 * MIB);
+    let parts = 8;
+    write_file(src.path(), "big.bin", &data);
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CONCURRENCY", "1"),
+    ];
+    let mut ferry = Ferry::start(&env).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) >= 4 * 5 * MIB as u64
+        })
+        .await;
+    ferry.kill9();
+    let sent_before_kill = proxy.received("UploadPart");
+    proxy.set_faults(quirk);
+    proxy.release_held_parts();
+
+    let ferry = ferry.restart().await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{what}: {job}\n{}", ferry.log());
+    assert!(s3.get(&format!("{id}/big.bin")).await == data, "{what}");
+    assert_eq!(
+        proxy.received("CreateMultipartUpload"),
+        1,
+        "{what}: the upload was started over\n{}",
+        ferry.log()
+    );
+    let sent = proxy.received("UploadPart");
+    assert!(
+        sent <= parts + 4,
+        "{what}: {sent} parts sent for a {parts}-part file ({sent_before_kill} before the kill)"
+    );
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reads_motos_list_parts_root() {
+    resumes_at_part_granularity_despite(
+        Faults {
+            moto_list_parts_root: true,
+            ..Faults::default()
+        },
+        "ListPartsResponse root (moto)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_trusts_its_records_where_listed_parts_have_no_etags() {
+    resumes_at_part_granularity_despite(
+        Faults {
+            list_parts_without_etags: true,
+            ..Faults::default()
+        },
+        "parts listed without ETags (s3s-fs)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_trusts_its_records_where_the_store_cannot_list_parts() {
+    resumes_at_part_granularity_despite(
+        Faults {
+            refuse: vec![("ListParts", 405, "MethodNotAllowed")],
+            ..Faults::default()
+        },
+        "ListParts answered 405 (s3rver)",
+    )
+    .await;
+}

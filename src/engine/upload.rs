@@ -31,7 +31,7 @@ use crate::core::plan::{
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer};
+use crate::s3::{ErrorKind, ListedPart, ObjectStore, S3Error, StoredAnswer};
 use crate::scan::file_version;
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 
@@ -88,6 +88,7 @@ impl UploadError {
                 ErrorKind::AccessDenied => "access_denied",
                 ErrorKind::NoSuchUpload => "no_such_upload",
                 ErrorKind::NotSupported => "not_supported",
+                ErrorKind::Malformed => "s3_malformed",
                 ErrorKind::Permanent => "s3_refused",
             },
             UploadError::Verify(_) => "verification",
@@ -105,7 +106,9 @@ impl UploadError {
             UploadError::S3(e) => match e.kind {
                 ErrorKind::Transient => Recovery::Resume,
                 ErrorKind::NoSuchBucket | ErrorKind::AccessDenied => Recovery::BlockJob,
-                ErrorKind::NoSuchUpload | ErrorKind::Permanent => Recovery::StartOver,
+                ErrorKind::NoSuchUpload | ErrorKind::Permanent | ErrorKind::Malformed => {
+                    Recovery::StartOver
+                }
                 // The store does not do what this upload needs: trying again cannot help.
                 ErrorKind::NotSupported => Recovery::Fail,
             },
@@ -598,7 +601,7 @@ impl Uploader<'_> {
         }
         let recorded = self.store.parts(file.file_id, upload_id).await?;
         let listed = match self.s3.list_parts(&file.bucket, key, upload_id).await {
-            Ok(listed) => listed,
+            Ok(listed) => Some(listed),
             Err(e) if e.kind == ErrorKind::NoSuchUpload => {
                 // Completed just before a stop, or aborted, or expired by a lifecycle rule.
                 let parts = file.size.div_ceil(open.part_size);
@@ -618,18 +621,26 @@ impl Uploader<'_> {
                 self.store.abandon_upload(version).await?;
                 return Ok(Resumed::Nothing);
             }
+            // The store's listing cannot be used (s3rver answers 405; a body the SDK cannot
+            // read): the parts ferry recorded stand, since S3 acknowledged each of them, and the
+            // completion and the object's verification decide. A part the store lost fails the
+            // completion, and the upload starts over.
+            Err(e) if matches!(e.kind, ErrorKind::NotSupported | ErrorKind::Malformed) => {
+                tracing::info!(multipart_upload_id = upload_id, parts = recorded.len(), error = %e, "the store's part listing cannot be used; resuming from the parts ferry recorded");
+                None
+            }
             Err(e) => return Err(e.into()),
         };
-        let on_server: BTreeMap<i64, (u64, String)> = listed
-            .into_iter()
-            .map(|p| (p.number, (p.size, normalize_etag(&p.etag))))
-            .collect();
-        let (kept, lost): (Vec<PartRecord>, Vec<PartRecord>) =
-            recorded.into_iter().partition(|p| {
-                on_server.get(&p.number).is_some_and(|(size, etag)| {
-                    *size == p.size as u64 && *etag == normalize_etag(&p.etag)
-                })
-            });
+        let (kept, lost): (Vec<PartRecord>, Vec<PartRecord>) = match listed {
+            None => (recorded, Vec::new()),
+            Some(listed) => {
+                let on_server: BTreeMap<i64, ListedPart> =
+                    listed.into_iter().map(|p| (p.number, p)).collect();
+                recorded
+                    .into_iter()
+                    .partition(|p| still_held(p, on_server.get(&p.number)))
+            }
+        };
         if !lost.is_empty() {
             let numbers: Vec<i64> = lost.iter().map(|p| p.number).collect();
             self.store.forget_parts(file.file_id, &numbers).await?;
@@ -695,6 +706,20 @@ fn expectations(
 /// A part size an upload can go on with: within S3's limits for a file of this size.
 fn usable_part_size(part_size: u64, size: u64) -> bool {
     part_size >= MIN_PART_SIZE && size.div_ceil(part_size) <= MAX_PARTS
+}
+
+/// Whether a recorded part is one the store lists: the same number, and the same size and
+/// ETag where the listing gives them (s3s-fs lists parts without ETags; the recorded ETag, which
+/// S3 acknowledged, then stands, and the completion checks it).
+fn still_held(recorded: &PartRecord, listed: Option<&ListedPart>) -> bool {
+    let Some(listed) = listed else {
+        return false;
+    };
+    listed.size.is_none_or(|size| size == recorded.size as u64)
+        && listed
+            .etag
+            .as_deref()
+            .is_none_or(|etag| normalize_etag(etag) == normalize_etag(&recorded.etag))
 }
 
 fn normalize_etag(etag: &str) -> String {
@@ -987,6 +1012,31 @@ fn read_error(path: &Path, source: std::io::Error) -> UploadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_part_stands_where_the_listing_agrees_or_is_silent() {
+        let recorded = PartRecord {
+            number: 2,
+            size: 100,
+            etag: "\"abc\"".into(),
+            checksum: None,
+            md5: String::new(),
+        };
+        let listed = |size, etag: Option<&str>| ListedPart {
+            number: 2,
+            size,
+            etag: etag.map(str::to_owned),
+        };
+        assert!(still_held(&recorded, Some(&listed(Some(100), Some("ABC")))));
+        assert!(still_held(&recorded, Some(&listed(Some(100), None))));
+        assert!(still_held(&recorded, Some(&listed(None, None))));
+        assert!(!still_held(&recorded, Some(&listed(Some(99), None))));
+        assert!(!still_held(
+            &recorded,
+            Some(&listed(Some(100), Some("def")))
+        ));
+        assert!(!still_held(&recorded, None));
+    }
 
     #[test]
     fn what_happens_after_each_kind_of_failure() {

@@ -1,11 +1,14 @@
 //! Answers of S3-compatible stores that depart from S3's format, mended before the SDK reads them.
 //!
-//! gofakes3, the S3 server inside `rclone serve s3` (and other Go test and edge stores), names
-//! the root of its CreateMultipartUpload answer `InitiateMultipartUpload`; S3's is
-//! `InitiateMultipartUploadResult`. botocore, the Go SDK and rclone read it anyway; the Rust SDK's
-//! parser checks the root's name and refuses the answer, so no multipart upload could start.
-//! The interceptor renames the root of that one operation's successful answers; everything
-//! else in the answer is read as S3's.
+//! - gofakes3, the S3 server inside `rclone serve s3` (and other Go test and edge stores), names
+//!   the root of its CreateMultipartUpload answer `InitiateMultipartUpload`; S3's is
+//!   `InitiateMultipartUploadResult`.
+//! - moto names the root of its ListParts answer `ListPartsResponse`; S3's is `ListPartsResult`.
+//!
+//! botocore, the Go SDK and rclone read them anyway; the Rust SDK's parser checks the root's name
+//! and refuses the answer (no multipart upload could start on gofakes3, and no resume could list
+//! its parts on moto). The interceptor renames the root of one operation's successful answers;
+//! everything else in the answer is read as S3's.
 
 use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -18,13 +21,31 @@ use http_body_util::{BodyExt, StreamBody};
 const INITIATE: &str = "InitiateMultipartUpload";
 const INITIATE_RESULT: &str = "InitiateMultipartUploadResult";
 
-/// Reads a CreateMultipartUpload answer rooted at `InitiateMultipartUpload` as S3's.
+/// Reads an answer whose root is `from` as S3's, rooted at `to`.
 #[derive(Debug)]
-pub(super) struct InitiateResultRoot;
+pub(super) struct RenameRoot {
+    name: &'static str,
+    from: &'static str,
+    to: &'static str,
+}
 
-impl Intercept for InitiateResultRoot {
+/// CreateMultipartUpload, as gofakes3 answers it.
+pub(super) const INITIATE_ROOT: RenameRoot = RenameRoot {
+    name: "ferry::InitiateResultRoot",
+    from: INITIATE,
+    to: INITIATE_RESULT,
+};
+
+/// ListParts, as moto answers it.
+pub(super) const LIST_PARTS_ROOT: RenameRoot = RenameRoot {
+    name: "ferry::ListPartsResultRoot",
+    from: "ListPartsResponse",
+    to: "ListPartsResult",
+};
+
+impl Intercept for RenameRoot {
     fn name(&self) -> &'static str {
-        "ferry::InitiateResultRoot"
+        self.name
     }
 
     fn modify_before_deserialization(
@@ -36,7 +57,7 @@ impl Intercept for InitiateResultRoot {
         let response = context.response_mut();
         if response.status().is_success() {
             let body = response.take_body();
-            *response.body_mut() = renamed_root(body, INITIATE, INITIATE_RESULT);
+            *response.body_mut() = renamed_root(body, self.from, self.to);
         }
         Ok(())
     }
@@ -139,6 +160,15 @@ mod tests {
                 <UploadId>u</UploadId></InitiateMultipartUploadResult>\n"
             )
         );
+    }
+
+    #[test]
+    fn motos_list_parts_root_is_read_as_s3s() {
+        let moto = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListPartsResponse xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Part><PartNumber>1</PartNumber></Part></ListPartsResponse>";
+        let out = rename_root(moto.as_bytes(), LIST_PARTS_ROOT.from, LIST_PARTS_ROOT.to).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("<ListPartsResult xmlns="), "{out}");
+        assert!(out.ends_with("</ListPartsResult>"), "{out}");
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Faults {
     pub refuse: Vec<(&'static str, u16, &'static str)>,
     /// Requests of these operations hang until the test ends: a store that never answers them.
     pub hang: Vec<&'static str>,
+    /// ListParts answers are rooted at `ListPartsResponse`, as moto's are.
+    pub moto_list_parts_root: bool,
+    /// ListParts answers list the parts without their ETags, as s3s-fs does.
+    pub list_parts_without_etags: bool,
 }
 
 const CHECKSUM_HEADERS: [&str; 2] = ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"];
@@ -440,6 +444,18 @@ impl Handler for Forward {
             state.injected.fetch_add(1, Ordering::Relaxed);
             let xml = String::from_utf8_lossy(&bytes)
                 .replace("InitiateMultipartUploadResult", "InitiateMultipartUpload");
+            bytes = bytes::Bytes::from(xml);
+        }
+        if op == "ListParts" && status == 200 {
+            let mut xml = String::from_utf8_lossy(&bytes).into_owned();
+            if faults.moto_list_parts_root {
+                state.injected.fetch_add(1, Ordering::Relaxed);
+                xml = xml.replace("ListPartsResult", "ListPartsResponse");
+            }
+            if faults.list_parts_without_etags {
+                state.injected.fetch_add(1, Ordering::Relaxed);
+                xml = map_elements(&xml, "ETag", None);
+            }
             bytes = bytes::Bytes::from(xml);
         }
         if op == "CompleteMultipartUpload" && status == 200 {
