@@ -159,9 +159,9 @@ pub struct ServeArgs {
     /// between attempts ferry waits 2 s, doubling, at most 5 minutes.
     #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value = defaults::MAX_ATTEMPTS)]
     pub max_attempts: String,
-    /// Checksum sent with every object and part and checked after completion: crc32c, crc32,
-    /// or none (for S3-compatible stores that refuse checksum headers; the MD5 ETag is then the
-    /// only check).
+    /// Checksum sent with every object and part and checked after completion: auto (CRC32C,
+    /// falling back to MD5 proofs alone, once, for a store that refuses checksum headers, such as
+    /// Backblaze B2), or crc32c, crc32 or none to pin it (none: the MD5 ETag is the only check).
     #[arg(long, env = "FERRY_CHECKSUM", default_value = defaults::CHECKSUM)]
     pub checksum: String,
     /// How long a file must go unmodified before it is uploaded, so that files still being

@@ -24,7 +24,7 @@ pub mod defaults {
     pub const LOG_FORMAT: &str = "json";
     pub const S3_FORCE_PATH_STYLE: &str = "false";
     pub const MAX_ATTEMPTS: &str = "5";
-    pub const CHECKSUM: &str = "crc32c";
+    pub const CHECKSUM: &str = "auto";
     pub const SETTLE_TIME: &str = "3s";
     pub const FOLLOW_SYMLINKS: &str = "never";
 }
@@ -58,6 +58,8 @@ pub struct Settings {
     pub s3_force_path_style: bool,
     pub max_attempts: u32,
     pub checksum: ChecksumMode,
+    /// FERRY_CHECKSUM named the algorithm: no fallback when a store refuses its headers.
+    pub checksum_pinned: bool,
     pub settle_time: Duration,
     pub manifests_dir: Option<PathBuf>,
     /// When set, every /uploads and /manifests request needs `Authorization: Bearer <token>`.
@@ -247,11 +249,19 @@ impl RawSettings {
                     format!("expected a whole number of attempts from 1 to {MAX_MAX_ATTEMPTS}"),
                 )
             })?;
-        let checksum = ChecksumMode::parse(&self.checksum).ok_or_else(|| {
+        // `auto`: CRC32C, and MD5 proofs alone for a store that refuses checksum headers. A
+        // named algorithm pins it.
+        let checksum_pinned = !self.checksum.trim().eq_ignore_ascii_case("auto");
+        let checksum = if checksum_pinned {
+            ChecksumMode::parse(&self.checksum)
+        } else {
+            Some(ChecksumMode::Crc32c)
+        }
+        .ok_or_else(|| {
             err(
                 "FERRY_CHECKSUM",
                 &self.checksum,
-                "expected crc32c, crc32 or none".into(),
+                "expected auto, or one of crc32c, crc32 or none to pin it".into(),
             )
         })?;
         let follow_symlinks = SymlinkPolicy::parse(&self.follow_symlinks).ok_or_else(|| {
@@ -359,6 +369,7 @@ impl RawSettings {
             s3_force_path_style,
             max_attempts,
             checksum,
+            checksum_pinned,
             settle_time,
             manifests_dir,
             api_token,

@@ -40,6 +40,9 @@ pub enum ErrorKind {
     /// The store answered with success, but in a body that is not S3's format (the SDK could
     /// not read it).
     Malformed,
+    /// The store refused the checksum headers the request carried; ferry sends none from now
+    /// on (FERRY_CHECKSUM=auto), so the same request goes again without them.
+    ChecksumsRefused,
     /// The store does not do this at all (501 NotImplemented, 405 Method Not Allowed): not a
     /// passing fault, and not the request's fault. Learnt once, and worked around.
     NotSupported,
@@ -190,7 +193,11 @@ pub struct ObjectInfo {
 pub struct ObjectStore {
     client: Client,
     retry: RetryPolicy,
-    checksum: ChecksumMode,
+    /// The checksum requests carry now (a ChecksumMode as `mode_code`): FERRY_CHECKSUM, until a
+    /// store that refuses checksum headers turns it to none (when not pinned).
+    checksum: Arc<AtomicU8>,
+    /// FERRY_CHECKSUM named the algorithm: it is never changed.
+    checksum_pinned: bool,
     /// Whether the store answers a part with the checksum it computed, learnt from its UploadPart
     /// answers: one of PART_CHECKSUMS_*.
     part_checksums: Arc<AtomicU8>,
@@ -234,6 +241,7 @@ impl ObjectStore {
     pub async fn from_env(
         force_path_style: bool,
         checksum: ChecksumMode,
+        checksum_pinned: bool,
         retry: RetryPolicy,
     ) -> Result<Self, SetupError> {
         let shared = aws_config::defaults(BehaviorVersion::latest())
@@ -260,7 +268,8 @@ impl ObjectStore {
         Ok(ObjectStore {
             client: Client::from_conf(config),
             retry,
-            checksum,
+            checksum: Arc::new(AtomicU8::new(mode_code(checksum))),
+            checksum_pinned,
             part_checksums: Arc::new(AtomicU8::new(PART_CHECKSUMS_UNKNOWN)),
             no_list_parts: Arc::default(),
         })
@@ -332,23 +341,41 @@ impl ObjectStore {
         body: Bytes,
         checksum: Option<&str>,
     ) -> Result<StoredAnswer> {
+        match self.put_object_once(bucket, key, &body, checksum).await {
+            // The whole object is at hand: it goes again at once without the headers, and its
+            // ETag proves it (the uploader computes the MD5 when the answer has no checksum).
+            Err(e) if e.kind == ErrorKind::ChecksumsRefused => {
+                self.put_object_once(bucket, key, &body, None).await
+            }
+            other => other,
+        }
+    }
+
+    async fn put_object_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &Bytes,
+        checksum: Option<&str>,
+    ) -> Result<StoredAnswer> {
         self.retrying("PutObject", || async {
+            let mode = self.checksum_mode();
             let request = self
                 .client
                 .put_object()
                 .bucket(bucket)
                 .key(key)
                 .body(ByteStream::from(body.clone()));
-            let request = match (self.checksum, checksum) {
-                (ChecksumMode::Crc32c, Some(c)) => request.checksum_crc32_c(c),
-                (ChecksumMode::Crc32, Some(c)) => request.checksum_crc32(c),
-                _ => request,
+            let (request, sends) = match (mode, checksum) {
+                (ChecksumMode::Crc32c, Some(c)) => (request.checksum_crc32_c(c), true),
+                (ChecksumMode::Crc32, Some(c)) => (request.checksum_crc32(c), true),
+                _ => (request, false),
             };
             let request = request.customize();
             // A signed checksum header proves the body, which S3 checks on receipt: hashing it
             // again with SHA-256 for the signature would cost a quarter of the CPU of an upload
             // and prove nothing more. Without a checksum the payload stays signed.
-            let request = if checksum.is_some() {
+            let request = if sends {
                 request.disable_payload_signing()
             } else {
                 request
@@ -360,13 +387,15 @@ impl ObjectStore {
                     checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
                     etag: out.e_tag,
                 })
-                .map_err(|e| classify(e, Some(bucket)))
+                .map_err(|e| self.note_refusal(sends, classify(e, Some(bucket))))
         })
         .await
     }
 
     pub async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String> {
         self.retrying("CreateMultipartUpload", || async {
+            let algorithm = algorithm(self.checksum_mode());
+            let sends = algorithm.is_some();
             let out = self
                 .client
                 .create_multipart_upload()
@@ -374,12 +403,12 @@ impl ObjectStore {
                 .key(key)
                 // Each part carries a checksum that S3 checks on receipt, and the completion lists
                 // them, so a part corrupted on the way is refused rather than stored.
-                .set_checksum_algorithm(algorithm(self.checksum))
+                .set_checksum_algorithm(algorithm)
                 .customize()
                 .interceptor(compat::INITIATE_ROOT)
                 .send()
                 .await
-                .map_err(|e| classify(e, Some(bucket)))?;
+                .map_err(|e| self.note_refusal(sends, classify(e, Some(bucket))))?;
             out.upload_id.filter(|id| !id.is_empty()).ok_or_else(|| {
                 S3Error::new(
                     ErrorKind::Permanent,
@@ -409,14 +438,14 @@ impl ObjectStore {
                 .upload_id(upload_id)
                 .part_number(number)
                 .body(ByteStream::from(body.clone()));
-            let request = match (self.checksum, checksum) {
-                (ChecksumMode::Crc32c, Some(c)) => request.checksum_crc32_c(c),
-                (ChecksumMode::Crc32, Some(c)) => request.checksum_crc32(c),
-                _ => request,
+            let (request, sends) = match (self.checksum_mode(), checksum) {
+                (ChecksumMode::Crc32c, Some(c)) => (request.checksum_crc32_c(c), true),
+                (ChecksumMode::Crc32, Some(c)) => (request.checksum_crc32(c), true),
+                _ => (request, false),
             };
             // As for PutObject: the signed checksum proves the body.
             let request = request.customize();
-            let request = if checksum.is_some() {
+            let request = if sends {
                 request.disable_payload_signing()
             } else {
                 request
@@ -424,9 +453,9 @@ impl ObjectStore {
             let out = request
                 .send()
                 .await
-                .map_err(|e| classify(e, Some(bucket)))?;
+                .map_err(|e| self.note_refusal(sends, classify(e, Some(bucket))))?;
             let answered = self.answered(out.checksum_crc32_c, out.checksum_crc32);
-            if checksum.is_some() {
+            if sends {
                 self.learn_part_checksums(answered.is_some());
             }
             let etag = out.e_tag.filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -562,11 +591,11 @@ impl ObjectStore {
                         CompletedPart::builder()
                             .part_number(p.number)
                             .e_tag(&p.etag)
-                            .set_checksum_crc32_c(match self.checksum {
+                            .set_checksum_crc32_c(match self.checksum_mode() {
                                 ChecksumMode::Crc32c => p.checksum.clone(),
                                 _ => None,
                             })
-                            .set_checksum_crc32(match self.checksum {
+                            .set_checksum_crc32(match self.checksum_mode() {
                                 ChecksumMode::Crc32 => p.checksum.clone(),
                                 _ => None,
                             })
@@ -620,13 +649,39 @@ impl ObjectStore {
     }
 
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        let asks = self.checksum_mode() != ChecksumMode::None;
+        match self.head_object_once(bucket, key, asks).await {
+            // A HEAD answer has no body to say why: a 400 to a HEAD that asked for checksums
+            // (B2 refuses `x-amz-checksum-mode`) is tried once without, and when that answers,
+            // the store is taken to refuse checksum headers.
+            Err(e)
+                if asks
+                    && !self.checksum_pinned
+                    && e.kind == ErrorKind::Permanent
+                    && e.message.contains("HTTP 400") =>
+            {
+                let info = self.head_object_once(bucket, key, false).await?;
+                let refused = S3Error::new(ErrorKind::NotSupported, e.message);
+                let _ = self.note_refusal(true, refused);
+                Ok(info)
+            }
+            other => other,
+        }
+    }
+
+    async fn head_object_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        ask_checksum: bool,
+    ) -> Result<ObjectInfo> {
         self.retrying("HeadObject", || async {
             let out = self
                 .client
                 .head_object()
                 .bucket(bucket)
                 .key(key)
-                .checksum_mode(S3ChecksumMode::Enabled)
+                .set_checksum_mode(ask_checksum.then_some(S3ChecksumMode::Enabled))
                 .send()
                 .await
                 .map_err(|e| classify(e, Some(bucket)))?;
@@ -637,7 +692,7 @@ impl ObjectStore {
                     .ok_or_else(|| {
                         S3Error::new(ErrorKind::Permanent, "HeadObject answered without a size")
                     })?,
-                checksum: match self.checksum {
+                checksum: match self.checksum_mode() {
                     ChecksumMode::Crc32c => out.checksum_crc32_c.clone(),
                     ChecksumMode::Crc32 => out.checksum_crc32.clone(),
                     ChecksumMode::None => None,
@@ -646,6 +701,22 @@ impl ObjectStore {
             })
         })
         .await
+    }
+}
+
+fn mode_code(mode: ChecksumMode) -> u8 {
+    match mode {
+        ChecksumMode::Crc32c => 0,
+        ChecksumMode::Crc32 => 1,
+        ChecksumMode::None => 2,
+    }
+}
+
+fn mode_of(code: u8) -> ChecksumMode {
+    match code {
+        0 => ChecksumMode::Crc32c,
+        1 => ChecksumMode::Crc32,
+        _ => ChecksumMode::None,
     }
 }
 
@@ -659,12 +730,37 @@ fn algorithm(mode: ChecksumMode) -> Option<ChecksumAlgorithm> {
 
 impl ObjectStore {
     pub fn checksum_mode(&self) -> ChecksumMode {
-        self.checksum
+        mode_of(self.checksum.load(Ordering::Relaxed))
+    }
+
+    /// Turns an answer to a request that carried checksum headers into ChecksumsRefused when the
+    /// store refused those headers (Backblaze B2 refuses them outright, Cloudflare R2 answered
+    /// 501), and from then on sends none, proving objects by their MD5 ETags, unless
+    /// FERRY_CHECKSUM pins the algorithm. Logged once.
+    fn note_refusal(&self, sent_checksum: bool, e: S3Error) -> S3Error {
+        let refused = sent_checksum
+            && (e.kind == ErrorKind::NotSupported
+                || (e.kind == ErrorKind::Permanent
+                    && e.message.to_ascii_lowercase().contains("checksum")));
+        if !refused || self.checksum_pinned {
+            return e;
+        }
+        let before = self
+            .checksum
+            .swap(mode_code(ChecksumMode::None), Ordering::Relaxed);
+        if before != mode_code(ChecksumMode::None) {
+            tracing::warn!(error = %e, "the store refuses checksum headers: objects are proven by their MD5 ETags from now on (FERRY_CHECKSUM=crc32c would pin the checksum and fail instead)");
+        }
+        S3Error {
+            kind: ErrorKind::ChecksumsRefused,
+            message: format!("{} (sent again without checksum headers)", e.message),
+            unreachable: false,
+        }
     }
 
     /// The checksum of the configured algorithm in an answer, of those it may carry.
     fn answered(&self, crc32c: Option<String>, crc32: Option<String>) -> Option<String> {
-        match self.checksum {
+        match self.checksum_mode() {
             ChecksumMode::Crc32c => crc32c,
             ChecksumMode::Crc32 => crc32,
             ChecksumMode::None => None,
@@ -688,7 +784,7 @@ impl ObjectStore {
     /// store is not known to answer parts with their checksum (its ETag, an MD5, is then the
     /// only proof, of each part and of the object's `md5-of-md5s-N`).
     pub fn parts_need_md5(&self) -> bool {
-        self.checksum == ChecksumMode::None
+        self.checksum_mode() == ChecksumMode::None
             || self.part_checksums.load(Ordering::Relaxed) != PART_CHECKSUMS_ANSWERED
     }
 }

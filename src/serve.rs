@@ -73,6 +73,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let s3 = ObjectStore::from_env(
         settings.s3_force_path_style,
         settings.checksum,
+        settings.checksum_pinned,
         RetryPolicy::default(),
     )
     .await?;

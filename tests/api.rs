@@ -310,7 +310,7 @@ fn help_lists_every_setting_with_its_default() {
         ("FERRY_LOG_FORMAT", "json"),
         ("FERRY_S3_FORCE_PATH_STYLE", "false"),
         ("FERRY_MAX_ATTEMPTS", "5"),
-        ("FERRY_CHECKSUM", "crc32c"),
+        ("FERRY_CHECKSUM", "auto"),
         ("FERRY_SETTLE_TIME", "3s"),
     ] {
         assert!(help.contains(var), "{var} missing from --help:\n{help}");

@@ -172,3 +172,77 @@ async fn a_job_deleted_during_its_scan_logs_no_error() {
     }
     assert!(!log.contains("scan failed"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_checksum_headers_gets_md5_proofs_unless_pinned() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        refuse_checksum_headers: true,
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("small-{i}.txt"),
+                content(40 + i, 2_000 + i as usize),
+            )
+        })
+        .collect();
+    files.push(("empty".into(), Vec::new()));
+    files.push(("big.bin".into(), content(50, 12 * MIB)));
+    for (path, data) in &files {
+        write_file(src.path(), path, data);
+    }
+    // One attempt each: the fallback must not spend them.
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    for (path, data) in &files {
+        assert!(s3.get(&format!("{id}/{path}")).await == *data, "{path}");
+    }
+    let log = ferry.log();
+    assert_eq!(
+        log.matches("the store refuses checksum headers").count(),
+        1,
+        "detected and logged once:\n{log}"
+    );
+    let refused: u64 = [
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "HeadObject",
+    ]
+    .iter()
+    .map(|op| proxy.refused_for_checksums(op))
+    .sum();
+    assert!(
+        refused <= 6,
+        "{refused} requests refused: the fallback was not kept"
+    );
+    s3.expect_no_open_uploads(Duration::from_secs(20)).await;
+
+    // FERRY_CHECKSUM pins the choice: the files fail, saying why, instead.
+    let pinned = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_MAX_ATTEMPTS", "1"),
+        ("FERRY_CHECKSUM", "crc32c"),
+    ])
+    .await;
+    let id = pinned.create_job(src.path(), &s3.bucket, None).await;
+    let job = pinned.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    let failed = pinned.files(&id).await;
+    let small = failed.iter().find(|f| f["path"] == "small-0.txt").unwrap();
+    let error = small["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("Unsupported header 'x-amz-checksum-crc32c'"),
+        "{error}"
+    );
+}

@@ -906,6 +906,16 @@ async fn record_failure(
     } else {
         "failed"
     };
+    if error.checksums_refused() {
+        crate::metrics::get()
+            .upload_failures
+            .inc(&[error.reason(), "retry"]);
+        tracing::info!(upload_id = %file.upload_id, path = %file.path, error = %message, "the store refused checksum headers; the file goes again without them, its attempt not counted");
+        return ctx
+            .store
+            .retry_later(version, &message, crate::store::now_ms(), false, false)
+            .await;
+    }
     if error.s3_unreachable() && recovery == Recovery::Resume {
         // Not the file's fault, nor the request's: the attempt is given back, and the breaker
         // holds every upload until S3 answers.

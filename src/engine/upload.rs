@@ -89,6 +89,7 @@ impl UploadError {
                 ErrorKind::NoSuchUpload => "no_such_upload",
                 ErrorKind::NotSupported => "not_supported",
                 ErrorKind::Malformed => "s3_malformed",
+                ErrorKind::ChecksumsRefused => "checksums_refused",
                 ErrorKind::Permanent => "s3_refused",
             },
             UploadError::Verify(_) => "verification",
@@ -101,14 +102,21 @@ impl UploadError {
         matches!(self, UploadError::S3(e) if e.unreachable)
     }
 
+    /// The store refused the checksum headers, and ferry sends none from now on: the attempt
+    /// goes again at once, not counted.
+    pub fn checksums_refused(&self) -> bool {
+        matches!(self, UploadError::S3(e) if e.kind == ErrorKind::ChecksumsRefused)
+    }
+
     pub fn recovery(&self) -> Recovery {
         match self {
             UploadError::S3(e) => match e.kind {
                 ErrorKind::Transient => Recovery::Resume,
                 ErrorKind::NoSuchBucket | ErrorKind::AccessDenied => Recovery::BlockJob,
-                ErrorKind::NoSuchUpload | ErrorKind::Permanent | ErrorKind::Malformed => {
-                    Recovery::StartOver
-                }
+                ErrorKind::NoSuchUpload
+                | ErrorKind::Permanent
+                | ErrorKind::Malformed
+                | ErrorKind::ChecksumsRefused => Recovery::StartOver,
                 // The store does not do what this upload needs: trying again cannot help.
                 ErrorKind::NotSupported => Recovery::Fail,
             },

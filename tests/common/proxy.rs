@@ -58,6 +58,10 @@ pub struct Faults {
     pub refuse: Vec<(&'static str, u16, &'static str)>,
     /// Requests of these operations hang until the test ends: a store that never answers them.
     pub hang: Vec<&'static str>,
+    /// Every request that carries a checksum header (`x-amz-checksum-*`,
+    /// `x-amz-sdk-checksum-algorithm`) is refused with 400 InvalidArgument, as Backblaze B2
+    /// refuses them (no body for a HEAD).
+    pub refuse_checksum_headers: bool,
     /// ListParts answers are rooted at `ListPartsResponse`, as moto's are.
     pub moto_list_parts_root: bool,
     /// ListParts answers list the parts without their ETags, as s3s-fs does.
@@ -115,6 +119,7 @@ struct State {
     upstream: String,
     client: reqwest::Client,
     received: Mutex<HashMap<String, u64>>,
+    refused_checksums: Mutex<HashMap<String, u64>>,
     forwarded_ok: Mutex<HashMap<String, u64>>,
     faults: Mutex<Faults>,
     data_requests: AtomicU64,
@@ -173,6 +178,17 @@ impl Proxy {
         *self
             .state
             .received
+            .lock()
+            .unwrap()
+            .get(operation)
+            .unwrap_or(&0)
+    }
+
+    /// Requests of an operation refused for their checksum headers (`refuse_checksum_headers`).
+    pub fn refused_for_checksums(&self, operation: &str) -> u64 {
+        *self
+            .state
+            .refused_checksums
             .lock()
             .unwrap()
             .get(operation)
@@ -303,6 +319,30 @@ impl Handler for Forward {
                 }
                 released.await;
             }
+        }
+        if faults.refuse_checksum_headers
+            && let Some(name) = req
+                .headers()
+                .keys()
+                .map(|k| k.as_str().to_owned())
+                .find(|k| k.starts_with("x-amz-checksum-") || k == "x-amz-sdk-checksum-algorithm")
+        {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            *state
+                .refused_checksums
+                .lock()
+                .unwrap()
+                .entry(op.to_owned())
+                .or_default() += 1;
+            res.status_code(StatusCode::BAD_REQUEST);
+            if method != "HEAD" {
+                res.headers_mut()
+                    .insert("content-type", "application/xml".parse().unwrap());
+                res.body(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><Error><Code>InvalidArgument</Code><Message>Unsupported header '{name}' received for this API call.</Message></Error>"
+                ));
+            }
+            return;
         }
         if faults.hang.contains(&op) {
             state.injected.fetch_add(1, Ordering::Relaxed);
