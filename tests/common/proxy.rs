@@ -415,10 +415,12 @@ impl Handler for Forward {
         let mut forward = state
             .client
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        // The Host header goes through as ferry sent it: it is signed, and a store that checks
+        // signatures (SeaweedFS, MinIO) refuses a request whose Host changed on the way.
         for (name, value) in req.headers() {
             if !matches!(
                 name.as_str(),
-                "host" | "content-length" | "connection" | "transfer-encoding"
+                "content-length" | "connection" | "transfer-encoding"
             ) {
                 forward = forward.header(name.as_str(), value.as_bytes());
             }

@@ -1,0 +1,225 @@
+//! The compatibility scenario: what ferry must do on every S3 store it meets. It runs against
+//! LocalStack with the other tests, and against each store of scripts/compat.sh in turn
+//! (FERRY_TEST_S3_ENDPOINT), which writes the `COMPAT` lines it prints into its report.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::{Faults, Proxy};
+use common::{Ferry, MIB, S3, content, s3_endpoint, write_file};
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(300);
+
+fn store() -> String {
+    std::env::var("FERRY_COMPAT_STORE").unwrap_or_else(|_| "localstack".into())
+}
+
+fn report(check: &str, result: &str) {
+    eprintln!("COMPAT {} | {check} | {result}", store());
+}
+
+/// Names S3 allows and URLs, shells and XML do not like, empty files, and files on either side
+/// of the part boundaries at the default 5 MiB.
+fn awkward_tree() -> Vec<(String, Vec<u8>)> {
+    let names = [
+        "with space.txt",
+        "ünï cödé/файл.txt",
+        "plus+and%25percent&amp.txt",
+        "quote'and\"double.txt",
+        "semi;colon=eq,comma.txt",
+        "tilde~star*paren(s).txt",
+        "hash#and?question.txt",
+        "emoji 🚀/中文.txt",
+        "deep/a/b/c/d/e.txt",
+        ".hidden",
+    ];
+    let mut files: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), content(i as u64, 100 + i * 11)))
+        .collect();
+    files.push(("empty".into(), Vec::new()));
+    files.push(("edge/5MiB-minus-1".into(), content(20, 5 * MIB - 1)));
+    files.push(("edge/exactly-5MiB".into(), content(21, 5 * MIB)));
+    files.push(("edge/5MiB-plus-1".into(), content(22, 5 * MIB + 1)));
+    files.push(("edge/exactly-10MiB".into(), content(23, 10 * MIB)));
+    files.push(("multipart 12MiB+3.bin".into(), content(24, 12 * MIB + 3)));
+    files
+}
+
+async fn failures(ferry: &Ferry, id: &str) -> String {
+    ferry
+        .files(id)
+        .await
+        .iter()
+        .filter(|f| f["state"] != "UPLOADED")
+        .map(|f| format!("{}: {}", f["path"], f["last_error"]))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_names_empty_files_and_part_boundaries_in_every_checksum_mode() {
+    let src = tempfile::tempdir().unwrap();
+    let files = awkward_tree();
+    for (path, data) in &files {
+        write_file(src.path(), path, data);
+    }
+    let mut failed = Vec::new();
+    for mode in ["auto", "crc32c", "crc32", "none"] {
+        let s3 = S3::new_bucket().await;
+        let ferry = Ferry::start(&[("FERRY_CHECKSUM", mode), ("FERRY_MAX_ATTEMPTS", "2")]).await;
+        let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+        let job = ferry.wait_settled(&id, SETTLE).await;
+        let mut wrong = Vec::new();
+        for (path, data) in &files {
+            if job["state"] == "COMPLETED" && s3.get(&format!("{id}/{path}")).await != *data {
+                wrong.push(path.clone());
+            }
+        }
+        let result = if job["state"] != "COMPLETED" {
+            format!("FAILED: {}", failures(&ferry, &id).await)
+        } else if !wrong.is_empty() {
+            format!("FAILED: objects differ: {wrong:?}")
+        } else {
+            let fallback = if ferry.log().contains("the store refuses checksum headers") {
+                " (checksum headers refused: MD5 proofs)"
+            } else {
+                ""
+            };
+            format!("ok, {} objects byte for byte{fallback}", files.len())
+        };
+        report(&format!("FERRY_CHECKSUM={mode}"), &result);
+        if result.starts_with("FAILED") {
+            failed.push(format!("{mode}: {result}"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_multipart_resumes_at_part_granularity() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        hold_parts_after: Some(4),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let data = content(31, 40 * MIB);
+    let parts = 8;
+    write_file(src.path(), "big.bin", &data);
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CONCURRENCY", "1"),
+    ];
+    let mut ferry = Ferry::start(&env).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) >= 4 * 5 * MIB as u64
+        })
+        .await;
+    ferry.kill9();
+    let before = proxy.received("UploadPart");
+    let acked = proxy.succeeded("UploadPart");
+    proxy.release_held_parts();
+    let ferry = ferry.restart().await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert!(s3.get(&format!("{id}/big.bin")).await == data);
+    let sent = proxy.received("UploadPart");
+    let created = proxy.received("CreateMultipartUpload");
+    let how = if ferry
+        .log()
+        .contains("resuming from the parts ferry recorded")
+    {
+        "from ferry's own part records (the store's listing is unusable)"
+    } else {
+        "from ListParts"
+    };
+    // Sent after the kill beyond the parts the store had not acknowledged: parts sent twice.
+    let again = (sent - before).saturating_sub(parts - acked);
+    report(
+        "SIGKILL mid-multipart, then resume",
+        &format!(
+            "{acked} of {parts} parts acknowledged before the kill, {} sent after it, {again} sent twice ({} were in flight); one multipart upload: {}; resumed {how}",
+            sent - before,
+            before - acked,
+            created == 1
+        ),
+    );
+    assert_eq!(created, 1, "started over:\n{}", ferry.log());
+    assert!(sent <= parts + 4, "{sent} parts sent for {parts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_uploaded_again() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    let path = write_file(src.path(), "notes/today.txt", b"first version");
+    let ferry = Ferry::start(&[]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry.wait_settled(&id, SETTLE).await;
+    std::fs::write(&path, b"the second, longer version").unwrap();
+    ferry
+        .post(&format!("/uploads/{id}/rescan"), &Value::Null)
+        .await;
+    let key = format!("{id}/notes/today.txt");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s3.get(&key).await != b"the second, longer version" {
+        assert!(Instant::now() < deadline, "{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report("a change uploaded again", "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_leaves_no_open_multipart_upload() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        hold_parts_after: Some(1),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "big.bin", &content(41, 12 * MIB));
+    let ferry = Ferry::start(&[("AWS_ENDPOINT_URL", proxy.url.as_str())]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    let deadline = Instant::now() + SETTLE;
+    while proxy.received("UploadPart") < 2 {
+        assert!(Instant::now() < deadline, "{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ferry.delete(&format!("/uploads/{id}")).await, 204);
+    proxy.release_held_parts();
+    match s3
+        .client
+        .list_multipart_uploads()
+        .bucket(&s3.bucket)
+        .send()
+        .await
+    {
+        Err(e) => report(
+            "deleting a job aborts its multipart upload",
+            &format!(
+                "the store cannot list multipart uploads ({}); {} abort(s) sent",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+                    .to_string()
+                    .chars()
+                    .take(80)
+                    .collect::<String>(),
+                proxy.received("AbortMultipartUpload")
+            ),
+        ),
+        Ok(_) => {
+            s3.expect_no_open_uploads(Duration::from_secs(30)).await;
+            report(
+                "deleting a job aborts its multipart upload",
+                "ok, none left open",
+            );
+        }
+    }
+}
