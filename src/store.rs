@@ -1200,27 +1200,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn abort_failed(&self, upload: &str, error: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE pending_aborts SET attempts = attempts + 1, last_error = ?
-             WHERE multipart_upload_id = ?",
-        )
-        .bind(error)
-        .bind(upload)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Stops trying to abort an upload the store keeps refusing to abort (or cannot); it stays
-    /// listed, for /metrics and the job's status.
-    pub async fn abort_given_up(&self, upload: &str, error: &str) -> Result<()> {
+    /// An abort the store refused: counted, with its error; with `give_up` the janitor stops
+    /// trying (the store refused too often, or does not do aborts), and the row stays, for
+    /// /metrics and the job's status.
+    pub async fn abort_failed(&self, upload: &str, error: &str, give_up: bool) -> Result<()> {
         sqlx::query(
             "UPDATE pending_aborts SET attempts = attempts + 1, last_error = ?,
-                given_up_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                given_up_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
              WHERE multipart_upload_id = ?",
         )
         .bind(error)
+        .bind(give_up)
         .bind(upload)
         .execute(&self.writer)
         .await?;

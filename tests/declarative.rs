@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, S3, write_file};
+use common::{Ferry, S3, condition, write_file};
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -20,15 +20,6 @@ async fn put(ferry: &Ferry, name: &str, body: &Value) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-fn condition<'a>(job: &'a Value, kind: &str) -> &'a Value {
-    job["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == kind)
-        .unwrap_or_else(|| panic!("no condition {kind} in {job}"))
 }
 
 #[tokio::test]

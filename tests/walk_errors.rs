@@ -6,19 +6,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{Ferry, NOBODY, S3, content, is_root, write_file};
+use common::{Ferry, S3, condition, content, is_root, write_file};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn condition<'a>(job: &'a Value, kind: &str) -> &'a Value {
-    job["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == kind)
-        .unwrap_or_else(|| panic!("no condition {kind}: {job}"))
-}
 
 fn chmod(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -92,7 +83,6 @@ async fn an_unreadable_folder_keeps_its_files_and_the_job_from_completing() {
         .to_owned();
     assert!(message.contains("open"), "{message}");
     chmod(&src.path().join("open"), 0o755);
-    let _ = NOBODY;
 }
 
 #[tokio::test]

@@ -1008,13 +1008,13 @@ async fn janitor_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                         {
                             tracing::warn!(key = %abort.key, attempts = abort.attempts + 1, error = %e, "the store will not abort a multipart upload; given up (shown in ferry_multipart_aborts{{state=\"given_up\"}} and the job's status)");
                             ctx.store
-                                .abort_given_up(&abort.multipart_upload_id, &e.to_string())
+                                .abort_failed(&abort.multipart_upload_id, &e.to_string(), true)
                                 .await
                         }
                         Err(e) => {
                             tracing::warn!(key = %abort.key, attempts = abort.attempts + 1, error = %e, "cannot abort a multipart upload yet");
                             ctx.store
-                                .abort_failed(&abort.multipart_upload_id, &e.to_string())
+                                .abort_failed(&abort.multipart_upload_id, &e.to_string(), false)
                                 .await
                         }
                     };

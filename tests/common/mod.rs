@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod scenarios;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,16 @@ pub const MIB: usize = 1024 * 1024;
 
 pub fn s3_endpoint() -> String {
     std::env::var("FERRY_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// The test S3's access key and secret (FERRY_TEST_S3_ACCESS_KEY, FERRY_TEST_S3_SECRET_KEY;
+/// `test` and `test` by default, which LocalStack takes).
+pub fn s3_credentials() -> (String, String) {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "test".into());
+    (
+        var("FERRY_TEST_S3_ACCESS_KEY"),
+        var("FERRY_TEST_S3_SECRET_KEY"),
+    )
 }
 
 /// A port nobody listens on right now.
@@ -77,7 +88,10 @@ impl S3 {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(s3_endpoint())
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider({
+                let (key, secret) = s3_credentials();
+                Credentials::new(key, secret, None, None, "tests")
+            })
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
@@ -146,8 +160,30 @@ impl S3 {
             .len()
     }
 
-    /// Waits until no multipart upload is open in the bucket; panics after `within`.
+    /// Whether the store lists open multipart uploads at all (s3s-fs and s3rver answer 501).
+    pub async fn lists_multipart_uploads(&self) -> bool {
+        match self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                e.code() != Some("NotImplemented")
+            }
+        }
+    }
+
+    /// Waits until no multipart upload is open in the bucket; panics after `within`. On a store
+    /// that cannot list them there is nothing to see, and it says so.
     pub async fn expect_no_open_uploads(&self, within: Duration) {
+        if !self.lists_multipart_uploads().await {
+            eprintln!("the store cannot list multipart uploads: none to check");
+            return;
+        }
         let deadline = Instant::now() + within;
         loop {
             let open = self.open_multipart_uploads().await;
@@ -183,8 +219,9 @@ pub fn ferry_command() -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+    let (key, secret) = s3_credentials();
+    cmd.env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", s3_endpoint())
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -566,4 +603,14 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// A condition of a job's status, by type.
+pub fn condition<'a>(job: &'a Value, kind: &str) -> &'a Value {
+    job["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no condition {kind} in {job}"))
 }
