@@ -117,6 +117,31 @@ async fn a_full_disk_answers_503_stores_nothing_and_recovers_by_itself() {
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
     assert_eq!(job["completed_files"], 20);
+
+    // Full again while files keep arriving: every change asks for a scan, and each scan fails.
+    // The job's scans back off (2 s, then 4 s) instead of failing at every notification.
+    disk.fill();
+    let failed_before = ferry.log().matches("\"scan failed\"").count();
+    for i in 0..25 {
+        write_file(
+            src.path(),
+            &format!("late-{i:02}.txt"),
+            &content(100 + i, 500),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failed = ferry.log().matches("\"scan failed\"").count() - failed_before;
+    assert!(
+        (1..=4).contains(&failed),
+        "{failed} failed scans in 5 s of a full disk (one per notification would be about 25)"
+    );
+    disk.free();
+    let job = ferry
+        .wait_for(&id, SETTLE, |j| {
+            j["state"] == "COMPLETED" && j["completed_files"] == 45
+        })
+        .await;
+    assert_eq!(job["in_progress_files"], 0, "{job}");
     assert!(
         !ferry.log().contains("non-zero transaction depth"),
         "the writer stayed broken after the disk filled:\n{}",
@@ -181,6 +206,12 @@ async fn job_through_a_full_disk(point: usize, fill_at: f64, hold: Duration) -> 
                 let done = job["completed_files"].as_u64().unwrap();
                 assert!(done >= last, "point {point}: completed went back: {job}");
                 last = done;
+                // No file is left IN_PROGRESS beyond the two slots.
+                let running = job["in_progress_files"].as_u64().unwrap();
+                assert!(
+                    running <= 2,
+                    "point {point}: {running} files IN_PROGRESS: {job}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
