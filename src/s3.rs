@@ -704,6 +704,23 @@ impl ObjectStore {
     }
 }
 
+/// Whether an error answers a request's checksum headers with "not here" (B2's 400
+/// InvalidArgument "Unsupported header 'x-amz-checksum-crc32c' ...", R2's 501), as opposed to a
+/// checksum that did not match the bytes (BadDigest, a part corrupted on the way), which must
+/// fail the attempt and never lower the proof.
+fn refuses_checksum_headers(e: &S3Error) -> bool {
+    let text = e.message.to_ascii_lowercase();
+    if text.contains("baddigest") || text.contains("did not match") {
+        return false;
+    }
+    e.kind == ErrorKind::NotSupported
+        || (e.kind == ErrorKind::Permanent
+            && text.contains("checksum")
+            && (text.contains("unsupported header")
+                || text.contains("not implemented")
+                || text.contains("not supported")))
+}
+
 fn mode_code(mode: ChecksumMode) -> u8 {
     match mode {
         ChecksumMode::Crc32c => 0,
@@ -738,10 +755,7 @@ impl ObjectStore {
     /// 501), and from then on sends none, proving objects by their MD5 ETags, unless
     /// FERRY_CHECKSUM pins the algorithm. Logged once.
     fn note_refusal(&self, sent_checksum: bool, e: S3Error) -> S3Error {
-        let refused = sent_checksum
-            && (e.kind == ErrorKind::NotSupported
-                || (e.kind == ErrorKind::Permanent
-                    && e.message.to_ascii_lowercase().contains("checksum")));
+        let refused = sent_checksum && refuses_checksum_headers(&e);
         if !refused || self.checksum_pinned {
             return e;
         }
@@ -920,6 +934,27 @@ mod tests {
         assert_eq!(kind_of(501, ""), ErrorKind::NotSupported);
         assert_eq!(kind_of(405, ""), ErrorKind::NotSupported);
         assert_eq!(kind_of(400, "NotImplemented"), ErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn a_refused_checksum_header_is_told_from_a_checksum_that_did_not_match() {
+        let e = |kind, m: &str| S3Error::new(kind, m);
+        assert!(refuses_checksum_headers(&e(
+            ErrorKind::Permanent,
+            "S3 answered HTTP 400 InvalidArgument: Unsupported header 'x-amz-checksum-crc32c' received for this API call."
+        )));
+        assert!(refuses_checksum_headers(&e(
+            ErrorKind::NotSupported,
+            "the store does not support this request (HTTP 501 NotImplemented)"
+        )));
+        assert!(!refuses_checksum_headers(&e(
+            ErrorKind::Permanent,
+            "S3 answered HTTP 400 BadDigest: The CRC32C you specified did not match the calculated checksum."
+        )));
+        assert!(!refuses_checksum_headers(&e(
+            ErrorKind::Permanent,
+            "S3 answered HTTP 400 InvalidRequest: Value for x-amz-checksum-crc32c header is invalid."
+        )));
     }
 
     #[test]

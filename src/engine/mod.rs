@@ -906,6 +906,19 @@ async fn record_failure(
     } else {
         "failed"
     };
+    if error.database_unavailable() {
+        // ferry's own disk, not the file: the attempt is given back, and the file goes again
+        // once the database takes writes (or, if this write fails too, it is put back later).
+        crate::metrics::get()
+            .upload_failures
+            .inc(&[error.reason(), "retry"]);
+        tracing::warn!(upload_id = %file.upload_id, path = %file.path, error = %message, "the database cannot be written; the file goes again, its attempt not counted");
+        let due = crate::store::now_ms() + 1000;
+        return ctx
+            .store
+            .retry_later(version, &message, due, true, false)
+            .await;
+    }
     if error.checksums_refused() {
         crate::metrics::get()
             .upload_failures

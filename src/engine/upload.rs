@@ -102,6 +102,11 @@ impl UploadError {
         matches!(self, UploadError::S3(e) if e.unreachable)
     }
 
+    /// ferry's own database could not take a write (a full disk): not the file's fault.
+    pub fn database_unavailable(&self) -> bool {
+        matches!(self, UploadError::Store(e) if e.is_unavailable())
+    }
+
     /// The store refused the checksum headers, and ferry sends none from now on: the attempt
     /// goes again at once, not counted.
     pub fn checksums_refused(&self) -> bool {
