@@ -10,9 +10,11 @@
 //! ETag): the ETag and checksum S3 computed from the bytes it received. When that answer proves
 //! nothing, HeadObject reads the object back (size, checksum, ETag).
 
+mod local;
+mod resume;
+
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -23,17 +25,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::core::checksum::ChecksumMode;
 use crate::core::md5::md5_many;
 use crate::core::plan::{
-    MAX_PARTS, MIN_PART_SIZE, PlanError, UploadPlan, expected_etag, md5_digest, object_key,
-    part_range, plan_upload,
+    PlanError, UploadPlan, expected_etag, md5_digest, object_key, part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ListedPart, ObjectStore, S3Error, StoredAnswer};
-use crate::scan::file_version;
+use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer};
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
+use local::{Local, ReadPart, current_version, open_local, read_part};
+use resume::{Resumed, expectations};
 
 /// How an upload ended, short of an error.
 #[derive(Debug)]
@@ -594,346 +595,6 @@ impl Uploader<'_> {
         tracing::debug!(part = number, bytes = len, "part uploaded");
         Ok(Some(record))
     }
-
-    /// Picks up the multipart upload an earlier attempt left: the parts both the store recorded
-    /// and the server holds (same number, size and ETag) are kept; the others go again.
-    async fn resume(&self, file: &ClaimedFile, key: &str) -> Result<Resumed, UploadError> {
-        let Some(open) = &file.resume else {
-            return Ok(Resumed::Nothing);
-        };
-        let mode = self.s3.checksum_mode();
-        let version = file.version();
-        let upload_id = open.multipart_upload_id.as_str();
-        if open.checksum != mode.as_str() || !usable_part_size(open.part_size, file.size) {
-            tracing::info!(
-                multipart_upload_id = upload_id,
-                "the open upload was begun with other settings; starting over"
-            );
-            self.store.abandon_upload(version).await?;
-            return Ok(Resumed::Nothing);
-        }
-        let recorded = self.store.parts(file.file_id, upload_id).await?;
-        let listed = match self.s3.list_parts(&file.bucket, key, upload_id).await {
-            Ok(listed) => Some(listed),
-            Err(e) if e.kind == ErrorKind::NoSuchUpload => {
-                // Completed just before a stop, or aborted, or expired by a lifecycle rule.
-                let parts = file.size.div_ceil(open.part_size);
-                if recorded.len() as u64 == parts
-                    && let Some(sent) = self.completed_before_stop(file, key, recorded).await
-                {
-                    tracing::info!(
-                        multipart_upload_id = upload_id,
-                        "the upload was completed before the stop"
-                    );
-                    return Ok(Resumed::AlreadyComplete(sent));
-                }
-                tracing::info!(
-                    multipart_upload_id = upload_id,
-                    "S3 no longer knows the open upload; starting over"
-                );
-                self.store.abandon_upload(version).await?;
-                return Ok(Resumed::Nothing);
-            }
-            // The store's listing cannot be used (s3rver answers 405; a body the SDK cannot
-            // read): the parts ferry recorded stand, since S3 acknowledged each of them, and the
-            // completion and the object's verification decide. A part the store lost fails the
-            // completion, and the upload starts over.
-            Err(e) if matches!(e.kind, ErrorKind::NotSupported | ErrorKind::Malformed) => {
-                tracing::info!(multipart_upload_id = upload_id, parts = recorded.len(), error = %e, "the store's part listing cannot be used; resuming from the parts ferry recorded");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (kept, lost): (Vec<PartRecord>, Vec<PartRecord>) = match listed {
-            None => (recorded, Vec::new()),
-            Some(listed) => {
-                let on_server: BTreeMap<i64, ListedPart> =
-                    listed.into_iter().map(|p| (p.number, p)).collect();
-                recorded
-                    .into_iter()
-                    .partition(|p| still_held(p, on_server.get(&p.number)))
-            }
-        };
-        if !lost.is_empty() {
-            let numbers: Vec<i64> = lost.iter().map(|p| p.number).collect();
-            self.store.forget_parts(file.file_id, &numbers).await?;
-        }
-        tracing::info!(
-            multipart_upload_id = upload_id,
-            parts_kept = kept.len(),
-            parts_lost = lost.len(),
-            "resuming the multipart upload"
-        );
-        Ok(Resumed::Parts(
-            open.clone(),
-            kept.into_iter().map(|p| (p.number, p)).collect(),
-        ))
-    }
-}
-
-impl Uploader<'_> {
-    /// What was sent, when the object S3 holds is the one these recorded parts make: HeadObject's
-    /// answer stands for the completion's, lost with the stop.
-    async fn completed_before_stop(
-        &self,
-        file: &ClaimedFile,
-        key: &str,
-        recorded: Vec<PartRecord>,
-    ) -> Option<Sent> {
-        let info = self.s3.head_object(&file.bucket, key).await.ok()?;
-        if info.size != file.size {
-            return None;
-        }
-        let done: BTreeMap<i64, PartRecord> = recorded.into_iter().map(|p| (p.number, p)).collect();
-        let answer = StoredAnswer {
-            etag: info.etag,
-            checksum: info.checksum,
-        };
-        let sent = expectations(self.s3.checksum_mode(), &done, answer);
-        (sent.verdict() == Verdict::Proven).then_some(sent)
-    }
-}
-
-enum Resumed {
-    Nothing,
-    Parts(OpenUpload, BTreeMap<i64, PartRecord>),
-    AlreadyComplete(Sent),
-}
-
-/// What S3 should hold once these parts are assembled.
-fn expectations(
-    mode: ChecksumMode,
-    parts: &BTreeMap<i64, PartRecord>,
-    answer: StoredAnswer,
-) -> Sent {
-    // Parts recorded without their MD5 (a checksum proved them) give no expected ETag.
-    let digests: Option<Vec<[u8; 16]>> = parts.values().map(|p| hex_digest(&p.md5)).collect();
-    let checksums: Option<Vec<&str>> = parts.values().map(|p| p.checksum.as_deref()).collect();
-    Sent {
-        expected_etag: digests.map(|d| expected_etag(&d, true)),
-        expected_checksum: checksums.and_then(|c| mode.composite(c)),
-        answer,
-    }
-}
-
-/// A part size an upload can go on with: within S3's limits for a file of this size.
-fn usable_part_size(part_size: u64, size: u64) -> bool {
-    part_size >= MIN_PART_SIZE && size.div_ceil(part_size) <= MAX_PARTS
-}
-
-/// Whether a recorded part is one the store lists: the same number, and the same size and
-/// ETag where the listing gives them (s3s-fs lists parts without ETags; the recorded ETag, which
-/// S3 acknowledged, then stands, and the completion checks it).
-fn still_held(recorded: &PartRecord, listed: Option<&ListedPart>) -> bool {
-    let Some(listed) = listed else {
-        return false;
-    };
-    listed.size.is_none_or(|size| size == recorded.size as u64)
-        && listed
-            .etag
-            .as_deref()
-            .is_none_or(|etag| normalize_etag(etag) == normalize_etag(&recorded.etag))
-}
-
-fn normalize_etag(etag: &str) -> String {
-    etag.trim().trim_matches('"').to_ascii_lowercase()
-}
-
-/// The digest a recorded MD5 (hex) stands for; None when none was recorded or it is malformed.
-fn hex_digest(hex: &str) -> Option<[u8; 16]> {
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Where a tracked file lives on disk.
-fn local_path(source_folder: &Path, relative: &str) -> PathBuf {
-    relative
-        .split('/')
-        .fold(source_folder.to_path_buf(), |p, c| p.join(c))
-}
-
-/// The real path of a job's file, if the symlink policy lets ferry read it; None when it is
-/// gone or leads where it may not (for the scan, the same as gone). Blocking.
-fn resolve_source(
-    source_folder: &Path,
-    relative: &str,
-    links: SymlinkPolicy,
-) -> Result<Option<PathBuf>, UploadError> {
-    let path = local_path(source_folder, relative);
-    let both = std::fs::canonicalize(source_folder)
-        .and_then(|root| std::fs::canonicalize(&path).map(|resolved| (root, resolved)));
-    let (root, resolved) = match both {
-        Ok(both) => both,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(read_error(&path, source)),
-    };
-    if links.allows(&root, relative, &resolved) {
-        Ok(Some(resolved))
-    } else {
-        tracing::warn!(
-            resolved = %resolved.display(),
-            "the file is now a symbolic link that FERRY_FOLLOW_SYMLINKS does not allow; not uploading it"
-        );
-        Ok(None)
-    }
-}
-
-/// A claimed file, as found on disk.
-enum Local {
-    /// Gone, changed, or now a link the policy refuses: not the version claimed.
-    Changed(Option<(u64, i64)>),
-    /// A small file, read whole, and still the version claimed after the read, with its checksum
-    /// (FERRY_CHECKSUM's algorithm) computed while the bytes were in the cache.
-    Whole(Bytes, Option<String>),
-    /// A large file, open for reading part by part.
-    Open(PathBuf, std::fs::File),
-}
-
-/// Resolves, checks and opens a claimed file. With `whole` (the checksum mode) a small file is
-/// also read whole and checksummed, in the same trip to the blocking pool. Blocking.
-///
-/// Resolved again here, not trusted from the scan: a file swapped for a link since must not lead
-/// ferry out of the folder.
-fn open_local(
-    source_folder: &Path,
-    relative: &str,
-    links: SymlinkPolicy,
-    claimed: (u64, i64),
-    whole: Option<ChecksumMode>,
-) -> Result<Local, UploadError> {
-    let Some(path) = resolve_source(source_folder, relative, links)? else {
-        return Ok(Local::Changed(None));
-    };
-    let version = |path: &Path| match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(Some(file_version(&meta))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(read_error(path, e)),
-    };
-    let now = version(&path)?;
-    if now != Some(claimed) {
-        return Ok(Local::Changed(now));
-    }
-    let mut f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Changed(None)),
-        Err(e) => return Err(read_error(&path, e)),
-    };
-    let Some(mode) = whole else {
-        return Ok(Local::Open(path, f));
-    };
-    let len =
-        usize::try_from(claimed.0).map_err(|e| read_error(&path, std::io::Error::other(e)))?;
-    let mut buf = vec![0u8; len];
-    let read = read_all_of(&mut f, &mut buf, claimed.0);
-    // The bytes read must be the version claimed from start to end.
-    let now = version(&path)?;
-    if now != Some(claimed) {
-        return Ok(Local::Changed(now));
-    }
-    read.map_err(|e| read_error(&path, e))?;
-    let checksum = mode.of(&buf);
-    Ok(Local::Whole(Bytes::from(buf), checksum))
-}
-
-/// The error of a file whose bytes are not as many as its size says: a file of /proc or /sys
-/// (stat says 0 or 4096, reading gives something else), or a file system that lies. Such bytes
-/// are not the file, and no attempt will make them so.
-fn size_mismatch(stat: u64, what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!(
-            "its size is {stat} bytes but reading it gave {what}; a special file (such as one under /proc) cannot be uploaded"
-        ),
-    )
-}
-
-/// Fills `buf` (the file's whole size) and checks that the file ends there.
-fn read_all_of(f: &mut std::fs::File, buf: &mut [u8], stat: u64) -> std::io::Result<()> {
-    use std::io::Read;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match f.read(&mut buf[filled..]) {
-            Ok(0) => return Err(size_mismatch(stat, &format!("{filled} bytes"))),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    at_end(f, stat)
-}
-
-/// Checks that nothing follows the bytes read: a file that goes on past its size is not that size.
-fn at_end(mut f: impl std::io::Read, stat: u64) -> std::io::Result<()> {
-    let mut probe = [0u8; 1];
-    loop {
-        match f.read(&mut probe) {
-            Ok(0) => return Ok(()),
-            Ok(_) => return Err(size_mismatch(stat, "more bytes")),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The file's size and mtime now; None when it is gone.
-async fn current_version(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
-    match tokio::fs::metadata(path).await {
-        Ok(meta) if meta.is_file() => Ok(Some(file_version(&meta))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// A part as read from disk, with the checksum sent with it.
-struct ReadPart {
-    data: Bytes,
-    checksum: Option<String>,
-}
-
-/// Reads a part and computes its checksum in one trip to the blocking pool, while the bytes are
-/// still in the cache.
-async fn read_part(
-    reader: Arc<std::fs::File>,
-    stat: u64,
-    offset: u64,
-    len: u64,
-    mode: ChecksumMode,
-    mut buf: Vec<u8>,
-) -> std::io::Result<ReadPart> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
-        let len = usize::try_from(len).map_err(std::io::Error::other)?;
-        let mut file = &*reader;
-        file.seek(SeekFrom::Start(offset))?;
-        // read_to_end fills the spare capacity without zeroing it first.
-        buf.clear();
-        buf.reserve_exact(len);
-        file.take(len as u64).read_to_end(&mut buf)?;
-        if buf.len() != len {
-            return Err(size_mismatch(
-                stat,
-                &format!("{} bytes", offset as usize + buf.len()),
-            ));
-        }
-        if offset + len as u64 == stat {
-            at_end(file, stat)?;
-        }
-        let checksum = mode.of(&buf);
-        Ok(ReadPart {
-            data: Bytes::from(buf),
-            checksum,
-        })
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// A part's MD5, once computed.
@@ -1027,31 +688,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_recorded_part_stands_where_the_listing_agrees_or_is_silent() {
-        let recorded = PartRecord {
-            number: 2,
-            size: 100,
-            etag: "\"abc\"".into(),
-            checksum: None,
-            md5: String::new(),
-        };
-        let listed = |size, etag: Option<&str>| ListedPart {
-            number: 2,
-            size,
-            etag: etag.map(str::to_owned),
-        };
-        assert!(still_held(&recorded, Some(&listed(Some(100), Some("ABC")))));
-        assert!(still_held(&recorded, Some(&listed(Some(100), None))));
-        assert!(still_held(&recorded, Some(&listed(None, None))));
-        assert!(!still_held(&recorded, Some(&listed(Some(99), None))));
-        assert!(!still_held(
-            &recorded,
-            Some(&listed(Some(100), Some("def")))
-        ));
-        assert!(!still_held(&recorded, None));
-    }
-
-    #[test]
     fn what_happens_after_each_kind_of_failure() {
         let s3 = |kind| {
             UploadError::S3(S3Error {
@@ -1084,52 +720,6 @@ mod tests {
         assert_eq!(
             UploadError::Plan(PlanError::TooLarge { size: 0 }).recovery(),
             Recovery::Fail
-        );
-    }
-
-    #[test]
-    fn part_sizes_from_an_earlier_run_are_checked() {
-        const MIB: u64 = 1024 * 1024;
-        assert!(usable_part_size(5 * MIB, 12 * MIB));
-        assert!(!usable_part_size(4 * MIB, 12 * MIB));
-        assert!(!usable_part_size(5 * MIB, 5 * MIB * MAX_PARTS + 1));
-    }
-
-    #[test]
-    fn digests_round_trip_through_hex() {
-        let d = md5_digest(b"abc");
-        let hex = expected_etag(&[d], false);
-        assert_eq!(hex_digest(&hex), Some(d));
-        assert_eq!(hex_digest(""), None);
-        assert_eq!(hex_digest(&"zz".repeat(16)), None);
-        assert_eq!(normalize_etag("\"ABC\""), "abc");
-    }
-
-    #[tokio::test]
-    async fn a_file_is_read_only_where_the_symlink_policy_allows() {
-        let base = tempfile::tempdir().unwrap();
-        let src = base.path().join("src");
-        std::fs::create_dir_all(src.join("real")).unwrap();
-        std::fs::write(src.join("real/data.txt"), b"data").unwrap();
-        std::fs::write(base.path().join("secret.txt"), b"secret").unwrap();
-        std::os::unix::fs::symlink(src.join("real/data.txt"), src.join("alias.txt")).unwrap();
-        std::os::unix::fs::symlink(base.path().join("secret.txt"), src.join("out.txt")).unwrap();
-        std::os::unix::fs::symlink(base.path(), src.join("up")).unwrap();
-        let resolve = |rel: &'static str, links| {
-            let src = src.clone();
-            async move { resolve_source(&src, rel, links).unwrap() }
-        };
-        let real = std::fs::canonicalize(src.join("real/data.txt")).unwrap();
-        for links in [SymlinkPolicy::Never, SymlinkPolicy::Inside] {
-            assert_eq!(resolve("real/data.txt", links).await, Some(real.clone()));
-            assert_eq!(resolve("out.txt", links).await, None);
-            assert_eq!(resolve("up/secret.txt", links).await, None);
-            assert_eq!(resolve("missing.txt", links).await, None);
-        }
-        assert_eq!(resolve("alias.txt", SymlinkPolicy::Never).await, None);
-        assert_eq!(
-            resolve("alias.txt", SymlinkPolicy::Inside).await,
-            Some(real)
         );
     }
 
