@@ -201,3 +201,18 @@ async fn given_up(ferry: &Ferry) -> bool {
         .await
         .is_ok_and(|t| t.contains("ferry_multipart_aborts{state=\"given_up\"} 1"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_notices_a_wrong_secret_where_the_store_checks_it() {
+    let ferry = Ferry::start(&[("AWS_SECRET_ACCESS_KEY", "not-the-secret")]).await;
+    let (status, body) = ferry.get("/readyz").await;
+    let result = match status {
+        503 => {
+            assert_eq!(body["error"]["code"], "s3_credentials_refused", "{body}");
+            "ok: 503 s3_credentials_refused".to_owned()
+        }
+        200 => "the store does not check signatures: any secret is ready".to_owned(),
+        other => panic!("readyz answered {other}: {body}"),
+    };
+    report("readiness with a wrong secret", &result);
+}

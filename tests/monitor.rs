@@ -208,3 +208,68 @@ async fn one_watcher_serves_every_job_past_the_kernels_instance_limit() {
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(s3.get(&format!("{id}/late.txt")).await, b"seen live");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_out_of_inotify_instances_gets_a_warning_naming_the_limit_and_periodic_scans() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root to take another user's inotify instances");
+        return;
+    }
+    // Another program of the same user holds every inotify instance the kernel allows it
+    // (fs.inotify.max_user_instances, per user).
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut hog = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/usr/bin/python3", "-c"])
+        .arg(
+            "import ctypes, sys, time\n\
+             libc = ctypes.CDLL(None)\n\
+             fds = [libc.inotify_init() for _ in range(int(sys.argv[1]))]\n\
+             print(sum(fd >= 0 for fd in fds), flush=True)\n\
+             time.sleep(120)",
+        )
+        .arg((limit + 10).to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut taken = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.as_mut().unwrap()),
+        &mut taken,
+    )
+    .unwrap();
+    assert!(taken.trim().parse::<usize>().unwrap() >= limit.saturating_sub(1));
+
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ferry = Ferry::start_unprivileged_with(&[("FERRY_SCAN_INTERVAL", "2s")]).await;
+    let id = ferry.create_job(src.path(), &s3.bucket, None).await;
+    ferry.wait_settled(&id, Duration::from_secs(30)).await;
+    // No live changes, so the periodic scan takes the file.
+    write_file(src.path(), "late.txt", b"by the periodic scan");
+    let job = ferry
+        .wait_for(&id, Duration::from_secs(30), |j| {
+            j["completed_files"].as_u64() == Some(1)
+        })
+        .await;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let log = ferry.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("cannot create a filesystem watcher"))
+        .unwrap_or_else(|| panic!("no watcher warning:\n{log}"));
+    assert!(
+        warning.contains(&format!(
+            "fs.inotify.max_user_instances, {limit}, is reached"
+        )),
+        "{warning}"
+    );
+}

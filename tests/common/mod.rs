@@ -260,12 +260,21 @@ impl Ferry {
     /// Starts ferry as the unprivileged user `nobody` (when the tests run as root), so that file
     /// permissions mean something to it.
     pub async fn start_unprivileged() -> Ferry {
+        Self::start_unprivileged_with(&[]).await
+    }
+
+    /// As `start_unprivileged`, with these extra settings.
+    pub async fn start_unprivileged_with(env: &[(&str, &str)]) -> Ferry {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         if is_root() {
             std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
         }
-        let env = vec![("__AS_NOBODY".to_owned(), "1".to_owned())];
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("__AS_NOBODY".to_owned(), "1".to_owned()));
         Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
     }
 
