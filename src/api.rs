@@ -23,7 +23,7 @@ use crate::core::time::rfc3339_from_unix_nanos;
 use crate::core::url::percent_encode;
 use crate::engine::Context;
 use crate::s3::Readiness as S3Readiness;
-use crate::store::{Applied, FileRow, JobRow, Origin, StoreError};
+use crate::store::{AbortsGivenUp, Applied, FileRow, JobRow, Origin, StoreError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -394,7 +394,12 @@ pub struct ConditionView {
 }
 
 impl JobView {
-    fn new(job: JobRow, files: &FileTally, last_scan: Option<String>) -> Self {
+    fn new(
+        job: JobRow,
+        files: &FileTally,
+        last_scan: Option<String>,
+        given_up: AbortsGivenUp,
+    ) -> Self {
         let state = job_state(job.facts(), files);
         let conditions = conditions(
             job.blocker(),
@@ -431,8 +436,8 @@ impl JobView {
             } else {
                 files.bytes_sent()
             },
-            multipart_aborts_given_up: 0,
-            multipart_abort_error: None,
+            multipart_aborts_given_up: given_up.count,
+            multipart_abort_error: given_up.last_error,
             upload_id: job.id,
             source_folder: job.source_folder,
             destination_bucket: job.destination_bucket,
@@ -761,10 +766,12 @@ async fn get_upload(
         .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
     let files = store.job_tally(&upload_id).await?;
     let last_scan = app.ctx.last_scan(&upload_id);
-    let (given_up, error) = store.aborts_given_up(&upload_id).await?;
-    let mut view = JobView::new(job, &files, last_scan);
-    (view.multipart_aborts_given_up, view.multipart_abort_error) = (given_up, error);
-    Ok(Json(view))
+    let given_up = store
+        .aborts_given_up(Some(&upload_id))
+        .await?
+        .remove(upload_id.as_str())
+        .unwrap_or_default();
+    Ok(Json(JobView::new(job, &files, last_scan, given_up)))
 }
 
 /// List every upload job
@@ -774,16 +781,17 @@ async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError>
     let store = &app.ctx.store;
     let jobs = store.list_jobs().await?;
     let mut tallies = store.all_tallies().await?;
-    let mut views = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let files = tallies.remove(&job.id).unwrap_or_default();
-        let last_scan = app.ctx.last_scan(&job.id);
-        let (given_up, error) = store.aborts_given_up(&job.id).await?;
-        let mut view = JobView::new(job, &files, last_scan);
-        (view.multipart_aborts_given_up, view.multipart_abort_error) = (given_up, error);
-        views.push(view);
-    }
-    Ok(Json(views))
+    let mut given_up = store.aborts_given_up(None).await?;
+    Ok(Json(
+        jobs.into_iter()
+            .map(|job| {
+                let files = tallies.remove(&job.id).unwrap_or_default();
+                let last_scan = app.ctx.last_scan(&job.id);
+                let aborts = given_up.remove(&job.id).unwrap_or_default();
+                JobView::new(job, &files, last_scan, aborts)
+            })
+            .collect(),
+    ))
 }
 
 /// List an upload job's tracked files

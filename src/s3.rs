@@ -27,7 +27,7 @@ use crate::core::checksum::ChecksumMode;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
-use error::{classify, refuses_checksum_headers};
+use error::{classify, credentials_refused, refuses_checksum_headers};
 
 pub type Result<T, E = S3Error> = std::result::Result<T, E>;
 
@@ -231,13 +231,7 @@ impl ObjectStore {
         match self.client.list_buckets().max_buckets(1).send().await {
             Ok(_) => Readiness::Ready,
             Err(SdkError::ServiceError(e)) => match e.err().code() {
-                Some(
-                    code @ ("InvalidAccessKeyId"
-                    | "SignatureDoesNotMatch"
-                    | "ExpiredToken"
-                    | "InvalidToken"
-                    | "InvalidClientTokenId"),
-                ) => Readiness::CredentialsRefused(format!(
+                Some(code) if credentials_refused(code) => Readiness::CredentialsRefused(format!(
                     "S3 refused the credentials ({code}): check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN"
                 )),
                 _ => Readiness::Ready,

@@ -215,6 +215,14 @@ impl ClaimedFile {
     }
 }
 
+/// A job's multipart uploads the janitor gave up aborting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AbortsGivenUp {
+    pub count: u64,
+    /// The store's last answer to such an abort.
+    pub last_error: Option<String>,
+}
+
 /// A multipart upload waiting to be aborted.
 #[derive(Debug, Clone, FromRow)]
 pub struct PendingAbort {
@@ -335,12 +343,6 @@ impl Store {
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// A round trip to the database.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 
     /// Writes and commits one row: whether the database can be written now (readiness, and the
@@ -1229,16 +1231,35 @@ impl Store {
         Ok((to_u64(waiting), to_u64(given_up)))
     }
 
-    /// The multipart uploads of a job's keys that could not be aborted, and the last error.
-    pub async fn aborts_given_up(&self, job_id: &str) -> Result<(u64, Option<String>)> {
-        let (n, error) = sqlx::query_as::<_, (i64, Option<String>)>(
-            "SELECT COUNT(*), MAX(last_error) FROM pending_aborts
-             WHERE given_up_at IS NOT NULL AND substr(key, 1, length(?1) + 1) = ?1 || '/'",
+    /// The multipart uploads that could not be aborted, by the job their key is under (its
+    /// upload id, the key's first segment), with the store's last answer: of one job, or of
+    /// every job in one statement (a list of jobs must not cost a query per job).
+    pub async fn aborts_given_up(
+        &self,
+        job_id: Option<&str>,
+    ) -> Result<HashMap<String, AbortsGivenUp>> {
+        let rows = sqlx::query_as::<_, (String, i64, Option<String>)>(
+            "SELECT substr(key, 1, instr(key, '/') - 1) AS job, COUNT(*), MAX(last_error)
+             FROM pending_aborts
+             WHERE given_up_at IS NOT NULL
+                AND (?1 IS NULL OR substr(key, 1, length(?1) + 1) = ?1 || '/')
+             GROUP BY job",
         )
         .bind(job_id)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok((to_u64(n), error))
+        Ok(rows
+            .into_iter()
+            .map(|(job, count, last_error)| {
+                (
+                    job,
+                    AbortsGivenUp {
+                        count: to_u64(count),
+                        last_error,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Queues an upload for abort outside any file (one whose row vanished under its uploader).

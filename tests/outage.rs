@@ -10,21 +10,6 @@ use common::{Ferry, S3, content, s3_endpoint, write_file};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
-async fn metric(ferry: &Ferry, name: &str) -> Option<f64> {
-    let text = ferry
-        .http
-        .get(ferry.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_pauses_uploads_and_spends_no_attempts() {
     let s3 = S3::new_bucket().await;
@@ -59,7 +44,7 @@ async fn an_outage_pauses_uploads_and_spends_no_attempts() {
     });
     // Down long enough that the requests' own retries give up and the breaker opens.
     let deadline = Instant::now() + SETTLE;
-    while metric(&ferry, "ferry_s3_reachable").await != Some(0.0) {
+    while ferry.metric("ferry_s3_reachable").await != Some(0.0) {
         assert!(Instant::now() < deadline, "{}", ferry.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -67,7 +52,7 @@ async fn an_outage_pauses_uploads_and_spends_no_attempts() {
     assert_eq!(job["failed_files"], 0, "{job}");
     // Paused: once the uploads that were in flight have given up, no upload starts while S3
     // is down; only the probes ask.
-    while metric(&ferry, "ferry_uploads_in_flight").await != Some(0.0) {
+    while ferry.metric("ferry_uploads_in_flight").await != Some(0.0) {
         assert!(Instant::now() < deadline, "{}", ferry.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -78,13 +63,13 @@ async fn an_outage_pauses_uploads_and_spends_no_attempts() {
         sent,
         "uploads went on while paused"
     );
-    assert_eq!(metric(&ferry, "ferry_s3_outages_total").await, Some(1.0));
+    assert_eq!(ferry.metric("ferry_s3_outages_total").await, Some(1.0));
 
     proxy.set_faults(Faults::default());
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
     assert_eq!(job["failed_files"], 0);
-    assert_eq!(metric(&ferry, "ferry_s3_reachable").await, Some(1.0));
+    assert_eq!(ferry.metric("ferry_s3_reachable").await, Some(1.0));
     for (path, data) in &files {
         assert!(s3.get(&format!("{id}/{path}")).await == *data, "{path}");
     }

@@ -93,15 +93,7 @@ async fn an_abort_the_store_does_not_do_is_given_up_and_shown() {
         1,
         "a store that does not abort is not asked every minute forever"
     );
-    let metrics = ferry
-        .http
-        .get(ferry.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ferry.metrics_text().await;
     assert!(
         metrics.contains("ferry_multipart_aborts{state=\"given_up\"} 1"),
         "{metrics}"

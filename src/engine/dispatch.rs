@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::upload::{self, Outcome, Recovery, Uploader};
+use super::upload::{self, Cause, Outcome, Recovery, Uploader};
 use super::{Context, stopped};
 use crate::core::model::{job_state, progress};
 use crate::store::ClaimedFile;
@@ -312,40 +312,30 @@ async fn record_failure(
     } else {
         "failed"
     };
-    if error.database_unavailable() {
-        // ferry's own disk, not the file: the attempt is given back, and the file goes again
-        // once the database takes writes (or, if this write fails too, it is put back later).
+    if let Some(refund) = error.not_the_files_fault() {
+        let (outcome, why) = match refund.cause {
+            Cause::S3Unreachable => {
+                // The breaker holds every upload until S3 answers.
+                ctx.breaker.trip(&ctx.s3);
+                ("paused", "S3 cannot be reached; the file waits")
+            }
+            Cause::ChecksumsRefused => (
+                "retry",
+                "the store refused checksum headers; the file goes again without them",
+            ),
+            Cause::DatabaseUnavailable => (
+                "retry",
+                "the database cannot be written; the file goes again once it can",
+            ),
+        };
         crate::metrics::get()
             .upload_failures
-            .inc(&[error.reason(), "retry"]);
-        tracing::warn!(upload_id = %file.upload_id, path = %file.path, error = %message, "the database cannot be written; the file goes again, its attempt not counted");
-        let due = crate::store::now_ms() + 1000;
+            .inc(&[error.reason(), outcome]);
+        tracing::warn!(upload_id = %file.upload_id, path = %file.path, error = %message, "{why}, its attempt not counted");
+        let due = crate::store::now_ms() + refund.delay_ms;
         return ctx
             .store
-            .retry_later(version, &message, due, true, false)
-            .await;
-    }
-    if error.checksums_refused() {
-        crate::metrics::get()
-            .upload_failures
-            .inc(&[error.reason(), "retry"]);
-        tracing::info!(upload_id = %file.upload_id, path = %file.path, error = %message, "the store refused checksum headers; the file goes again without them, its attempt not counted");
-        return ctx
-            .store
-            .retry_later(version, &message, crate::store::now_ms(), false, false)
-            .await;
-    }
-    if error.s3_unreachable() && recovery == Recovery::Resume {
-        // Not the file's fault, nor the request's: the attempt is given back, and the breaker
-        // holds every upload until S3 answers.
-        ctx.breaker.trip(&ctx.s3);
-        crate::metrics::get()
-            .upload_failures
-            .inc(&[error.reason(), "paused"]);
-        tracing::info!(upload_id = %file.upload_id, path = %file.path, error = %message, "S3 cannot be reached; the file waits, its attempt not counted");
-        return ctx
-            .store
-            .retry_later(version, &message, crate::store::now_ms(), true, false)
+            .retry_later(version, &message, due, refund.keep_upload, false)
             .await;
     }
     crate::metrics::get()

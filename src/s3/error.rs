@@ -168,17 +168,26 @@ where
     }
 }
 
+/// Whether an error code says the credentials themselves were refused (an unknown key, a wrong
+/// secret, an expired or malformed token), not a policy's refusal of one request.
+pub(super) fn credentials_refused(code: &str) -> bool {
+    matches!(
+        code,
+        "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "InvalidClientTokenId"
+    )
+}
+
 /// The decision table for a service answer.
 fn kind_of(status: u16, code: &str) -> ErrorKind {
     match code {
         "NoSuchBucket" => return ErrorKind::NoSuchBucket,
         "NoSuchUpload" => return ErrorKind::NoSuchUpload,
-        "AccessDenied"
-        | "InvalidAccessKeyId"
-        | "SignatureDoesNotMatch"
-        | "AllAccessDisabled"
-        | "ExpiredToken"
-        | "InvalidToken" => return ErrorKind::AccessDenied,
+        "AccessDenied" | "AllAccessDisabled" => return ErrorKind::AccessDenied,
+        code if credentials_refused(code) => return ErrorKind::AccessDenied,
         "NotImplemented" | "MethodNotAllowed" => return ErrorKind::NotSupported,
         "SlowDown"
         | "Throttling"

@@ -200,6 +200,12 @@ impl S3 {
     }
 }
 
+fn owned(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A running `ferry serve`.
 pub struct Ferry {
     child: Child,
@@ -238,11 +244,7 @@ impl Ferry {
     pub async fn start(env: &[(&str, &str)]) -> Ferry {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
+        Self::spawn(dir.clone(), dir.join("ferry.db"), owned(env), Some(tmp)).await
     }
 
     /// Starts ferry with its database at `db` (on a small disk, say) and its log in a folder of
@@ -250,11 +252,7 @@ impl Ferry {
     pub async fn start_with_db(db: &Path, env: &[(&str, &str)]) -> Ferry {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::spawn(dir, db.to_path_buf(), env, Some(tmp)).await
+        Self::spawn(dir, db.to_path_buf(), owned(env), Some(tmp)).await
     }
 
     /// Starts ferry as the unprivileged user `nobody` (when the tests run as root), so that file
@@ -270,10 +268,7 @@ impl Ferry {
         if is_root() {
             std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
         }
-        let mut env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env = owned(env);
         env.push(("__AS_NOBODY".to_owned(), "1".to_owned()));
         Self::spawn(dir.clone(), dir.join("ferry.db"), env, Some(tmp)).await
     }
@@ -511,6 +506,24 @@ impl Ferry {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// GET /metrics as text ("" when it does not answer).
+    pub async fn metrics_text(&self) -> String {
+        match self.http.get(self.url("/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The value of an unlabelled metric, or of one series written out whole
+    /// (`ferry_multipart_aborts{state="given_up"}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     pub async fn files(&self, id: &str) -> Vec<Value> {

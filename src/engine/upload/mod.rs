@@ -64,6 +64,24 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
+/// Why an attempt is given back (`UploadError::not_the_files_fault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    S3Unreachable,
+    ChecksumsRefused,
+    DatabaseUnavailable,
+}
+
+/// How a file whose attempt is given back goes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refund {
+    pub cause: Cause,
+    /// From now, in milliseconds.
+    pub delay_ms: i64,
+    /// Resume the open multipart upload (else it is let go of, and the file starts over).
+    pub keep_upload: bool,
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
@@ -98,20 +116,31 @@ impl UploadError {
         }
     }
 
-    /// S3 gave no answer at all: the attempt says nothing about the file, and must not count.
-    pub fn s3_unreachable(&self) -> bool {
-        matches!(self, UploadError::S3(e) if e.unreachable)
-    }
-
-    /// ferry's own database could not take a write (a full disk): not the file's fault.
-    pub fn database_unavailable(&self) -> bool {
-        matches!(self, UploadError::Store(e) if e.is_unavailable())
-    }
-
-    /// The store refused the checksum headers, and ferry sends none from now on: the attempt
-    /// goes again at once, not counted.
-    pub fn checksums_refused(&self) -> bool {
-        matches!(self, UploadError::S3(e) if e.kind == ErrorKind::ChecksumsRefused)
+    /// When the attempt failed through no fault of the file's, so that it must not count: how
+    /// the file goes again. S3 gave no answer at all (the breaker then holds every upload); the
+    /// store refused the checksum headers (ferry sends none from now on); ferry's own database
+    /// could not take a write (a full disk). None: the attempt counts.
+    pub fn not_the_files_fault(&self) -> Option<Refund> {
+        match self {
+            UploadError::S3(e) if e.unreachable && self.recovery() == Recovery::Resume => {
+                Some(Refund {
+                    cause: Cause::S3Unreachable,
+                    delay_ms: 0,
+                    keep_upload: true,
+                })
+            }
+            UploadError::S3(e) if e.kind == ErrorKind::ChecksumsRefused => Some(Refund {
+                cause: Cause::ChecksumsRefused,
+                delay_ms: 0,
+                keep_upload: false,
+            }),
+            UploadError::Store(e) if e.is_unavailable() => Some(Refund {
+                cause: Cause::DatabaseUnavailable,
+                delay_ms: 1000,
+                keep_upload: true,
+            }),
+            _ => None,
+        }
     }
 
     pub fn recovery(&self) -> Recovery {
