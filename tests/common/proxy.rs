@@ -117,6 +117,9 @@ fn map_elements(xml: &str, name: &str, text: Option<&dyn Fn(&str) -> String>) ->
 #[derive(Default)]
 struct State {
     upstream: String,
+    /// Added to every request, whatever the faults (FERRY_TEST_PROXY_DELAY_MS): a round trip
+    /// of a real network for every test that goes through the proxy.
+    base_delay: Duration,
     client: reqwest::Client,
     received: Mutex<HashMap<String, u64>>,
     refused_checksums: Mutex<HashMap<String, u64>>,
@@ -139,6 +142,12 @@ impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_owned(),
+            base_delay: Duration::from_millis(
+                std::env::var("FERRY_TEST_PROXY_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()
@@ -362,6 +371,9 @@ impl Handler for Forward {
         }
         if let Some(delay) = faults.delay {
             tokio::time::sleep(delay).await;
+        }
+        if !state.base_delay.is_zero() {
+            tokio::time::sleep(state.base_delay).await;
         }
         if op == "UploadPart"
             && let Some(delay) = faults.part_delay
