@@ -1,0 +1,193 @@
+//! Multipart uploads ferry let go of, queued in `pending_aborts` until the janitor aborts them.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use super::uploads::drop_parts;
+use super::{Result, Store, to_u64};
+use crate::core::plan::object_key;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AbortsGivenUp {
+    pub count: u64,
+    /// The store's last answer to such an abort.
+    pub last_error: Option<String>,
+}
+
+/// A multipart upload waiting to be aborted.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingAbort {
+    pub multipart_upload_id: String,
+    pub bucket: String,
+    pub key: String,
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Every multipart upload id ferry knows of in a bucket: open on a file, or queued for abort.
+    pub async fn known_multipart_uploads(&self, bucket: &str) -> Result<HashSet<String>> {
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT f.multipart_upload_id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+             WHERE j.destination_bucket = ?1 AND f.multipart_upload_id IS NOT NULL
+             UNION SELECT multipart_upload_id FROM pending_aborts WHERE bucket = ?1",
+        )
+        .bind(bucket)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    pub async fn pending_aborts(&self, limit: u32) -> Result<Vec<PendingAbort>> {
+        Ok(sqlx::query_as::<_, PendingAbort>(
+            "SELECT multipart_upload_id, bucket, key, attempts FROM pending_aborts
+             WHERE given_up_at IS NULL
+             ORDER BY attempts, created_at LIMIT CAST(? AS INTEGER)",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn abort_done(&self, upload: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pending_aborts WHERE multipart_upload_id = ?")
+            .bind(upload)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// An abort the store refused: counted, with its error; with `give_up` the janitor stops
+    /// trying (the store refused too often, or does not do aborts), and the row stays, for
+    /// /metrics and the job's status.
+    pub async fn abort_failed(&self, upload: &str, error: &str, give_up: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE pending_aborts SET attempts = attempts + 1, last_error = ?,
+                given_up_at = CASE WHEN ? THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+             WHERE multipart_upload_id = ?",
+        )
+        .bind(error)
+        .bind(give_up)
+        .bind(upload)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Aborts waiting and aborts given up, over all jobs: (waiting, given up).
+    pub async fn abort_counts(&self) -> Result<(u64, u64)> {
+        let (waiting, given_up) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COUNT(*) FILTER (WHERE given_up_at IS NULL),
+                COUNT(*) FILTER (WHERE given_up_at IS NOT NULL)
+             FROM pending_aborts",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((to_u64(waiting), to_u64(given_up)))
+    }
+
+    /// The multipart uploads that could not be aborted, by the job their key is under (its
+    /// upload id, the key's first segment), with the store's last answer: of one job, or of
+    /// every job in one statement (a list of jobs must not cost a query per job).
+    pub async fn aborts_given_up(
+        &self,
+        job_id: Option<&str>,
+    ) -> Result<HashMap<String, AbortsGivenUp>> {
+        let rows = sqlx::query_as::<_, (String, i64, Option<String>)>(
+            "SELECT substr(key, 1, instr(key, '/') - 1) AS job, COUNT(*), MAX(last_error)
+             FROM pending_aborts
+             WHERE given_up_at IS NOT NULL
+                AND (?1 IS NULL OR substr(key, 1, length(?1) + 1) = ?1 || '/')
+             GROUP BY job",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(job, count, last_error)| {
+                (
+                    job,
+                    AbortsGivenUp {
+                        count: to_u64(count),
+                        last_error,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Queues an upload for abort outside any file (one whose row vanished under its uploader).
+    pub async fn queue_abort(&self, upload: &str, bucket: &str, key: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        queue_abort(&mut tx, upload, bucket, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Moves a file's open multipart upload (if any) to `pending_aborts`, in the caller's transaction.
+pub(super) async fn release_multipart(
+    tx: &mut Transaction<'static, Sqlite>,
+    file_id: i64,
+    job_id: &str,
+    bucket: &str,
+) -> Result<()> {
+    let open = sqlx::query_as::<_, (String, String)>(
+        "SELECT path, multipart_upload_id FROM files
+         WHERE id = ? AND multipart_upload_id IS NOT NULL",
+    )
+    .bind(file_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((path, upload)) = open {
+        queue_abort(tx, &upload, bucket, &object_key(job_id, &path)).await?;
+        sqlx::query(
+            "UPDATE files SET multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
+                bytes_sent = 0 WHERE id = ?",
+        )
+        .bind(file_id)
+        .execute(&mut **tx)
+        .await?;
+        drop_parts(tx, file_id).await?;
+    }
+    Ok(())
+}
+
+/// Queues every open multipart upload of a job for abort, in the caller's transaction (the job is
+/// being deleted, or moved to another folder or bucket).
+pub(super) async fn queue_job_aborts(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    bucket: &str,
+) -> Result<()> {
+    let open = sqlx::query_as::<_, (String, String)>(
+        "SELECT path, multipart_upload_id FROM files
+         WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (path, upload) in open {
+        queue_abort(tx, &upload, bucket, &object_key(id, &path)).await?;
+    }
+    Ok(())
+}
+
+async fn queue_abort(
+    tx: &mut Transaction<'static, Sqlite>,
+    upload: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_aborts (multipart_upload_id, bucket, key) VALUES (?, ?, ?)
+         ON CONFLICT (multipart_upload_id) DO NOTHING",
+    )
+    .bind(upload)
+    .bind(bucket)
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Files as scans record them: added, changed, forgotten; and the file list the API pages.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::{FromRow, Sqlite};
+
+use super::aborts::release_multipart;
+use super::{Result, Store, now_ms, to_i64, to_u64};
+use crate::core::diff::{RecordedFile, SeenFile};
+use crate::core::model::FileState;
+use crate::core::plan::settle_due;
+
+/// A tracked file as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct FileRow {
+    pub id: i64,
+    pub upload_job_id: String,
+    pub path: String,
+    #[sqlx(try_from = "String")]
+    pub state: StoredFileState,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub bytes_sent: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub multipart_upload_id: Option<String>,
+    pub etag: Option<String>,
+    pub updated_at: String,
+}
+
+/// A [`FileState`] read from a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFileState(pub FileState);
+
+impl TryFrom<String> for StoredFileState {
+    type Error = crate::core::model::UnknownState;
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        FileState::from_str(&s).map(StoredFileState)
+    }
+}
+
+/// Rows per INSERT when a scan adds files (5 values each, well under SQLite's 32,766).
+const INSERT_ROWS: usize = 500;
+
+impl Store {
+    /// What the store holds of a job's files, keyed by path, for the scan's diff.
+    pub async fn recorded_files(&self, job_id: &str) -> Result<HashMap<String, RecordedFile>> {
+        let rows = sqlx::query_as::<_, (i64, String, i64, i64)>(
+            "SELECT id, path, size, mtime_ns FROM files WHERE upload_job_id = ?",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(file_id, path, size, mtime_ns)| {
+                (
+                    path,
+                    RecordedFile {
+                        file_id,
+                        size: to_u64(size),
+                        mtime_ns,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Adds new files, puts changed ones back to PENDING (abandoning an upload of the old bytes),
+    /// and forgets files gone from disk: one transaction per call.
+    pub async fn apply_scan_changes(
+        &self,
+        job_id: &str,
+        bucket: &str,
+        added: &[SeenFile],
+        changed: &[(i64, SeenFile)],
+        removed: &[i64],
+        settle: Duration,
+    ) -> Result<()> {
+        if added.is_empty() && changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        // Many rows per statement: each statement is a round trip to the database thread.
+        for rows in added.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO files (upload_job_id, path, size, mtime_ns, next_attempt_at) ",
+            );
+            insert.push_values(rows, |mut row, f| {
+                row.push_bind(job_id)
+                    .push_bind(&f.path)
+                    .push_bind(to_i64(f.size))
+                    .push_bind(f.mtime_ns)
+                    .push_bind(settle_due(f.mtime_ns, settle, now));
+            });
+            insert.push(" ON CONFLICT (upload_job_id, path) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (file_id, f) in changed {
+            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            sqlx::query(
+                "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
+                    attempts = 0, last_error = NULL, etag = NULL, next_attempt_at = ?,
+                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?",
+            )
+            .bind(to_i64(f.size))
+            .bind(f.mtime_ns)
+            .bind(settle_due(f.mtime_ns, settle, now))
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for file_id in removed {
+            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            sqlx::query("DELETE FROM files WHERE id = ?")
+                .bind(file_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notes that a full scan of the job's folder, of spec `generation`, has ended, and what it
+    /// could not read (`walk_error`, None when it read everything). Writes only when there is
+    /// news (the first scan, a new generation, changes found, or another walk error), so that a
+    /// scan that finds nothing changed writes nothing.
+    pub async fn mark_scanned(
+        &self,
+        job_id: &str,
+        generation: i64,
+        changed: bool,
+        walk_error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE upload_jobs SET scanned_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                observed_generation = ?2, walk_error = ?4
+             WHERE id = ?1 AND (?3 OR scanned_at IS NULL OR observed_generation != ?2
+                OR walk_error IS NOT ?4)",
+        )
+        .bind(job_id)
+        .bind(generation)
+        .bind(changed)
+        .bind(walk_error)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a job's FAILED files back to PENDING with their attempts reset; returns how many.
+    pub async fn retry_failed(&self, job_id: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE files SET state = 'PENDING', attempts = 0, next_attempt_at = NULL,
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE upload_job_id = ? AND state = 'FAILED'",
+        )
+        .bind(job_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Tracked files of a job, by path, after `after`, at most `limit`.
+    pub async fn list_files(
+        &self,
+        job_id: &str,
+        state: Option<FileState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileRow>> {
+        Ok(sqlx::query_as::<_, FileRow>(
+            "SELECT * FROM files
+             WHERE upload_job_id = ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR path > ?3)
+             ORDER BY path LIMIT CAST(?4 AS INTEGER)",
+        )
+        .bind(job_id)
+        .bind(state.map(FileState::as_str))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

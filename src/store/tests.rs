@@ -1,0 +1,568 @@
+//! The store's own tests, on an in-memory database.
+
+use std::time::Duration;
+
+use super::*;
+use crate::core::diff::SeenFile;
+use crate::core::model::{Blocker, FileState};
+
+/// The tallies triggers keep (migration 0005) against a count over the files themselves.
+async fn assert_tallies_agree(store: &Store) {
+    let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+        "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
+         FROM files GROUP BY upload_job_id, state",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let counted = Store::tallies(rows).unwrap();
+    assert_eq!(store.all_tallies().await.unwrap(), counted);
+    for (job, tally) in &counted {
+        assert_eq!(&store.job_tally(job).await.unwrap(), tally);
+    }
+}
+
+async fn store_with_job() -> Store {
+    let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
+    store
+        .create_job("job", "/src", "bucket", None)
+        .await
+        .unwrap();
+    store
+}
+
+fn open(id: &str) -> OpenUpload {
+    OpenUpload {
+        multipart_upload_id: id.into(),
+        part_size: 5,
+        checksum: "crc32c".into(),
+    }
+}
+
+fn part(number: i64, size: i64) -> PartRecord {
+    PartRecord {
+        number,
+        size,
+        etag: format!("\"etag-{number}\""),
+        checksum: Some("AAAAAA==".into()),
+        md5: "00".repeat(16),
+    }
+}
+
+fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
+    SeenFile {
+        path: path.into(),
+        size,
+        mtime_ns,
+    }
+}
+
+/// What a scan records when it first sees these files of `job`.
+async fn add_files(store: &Store, job: &str, files: &[SeenFile]) {
+    store
+        .apply_scan_changes(job, "bucket", files, &[], &[], Duration::ZERO)
+        .await
+        .unwrap();
+}
+
+/// What a scan records when a file of "job" is gone from disk.
+async fn removed_from_disk(store: &Store, file_id: i64) {
+    store
+        .apply_scan_changes("job", "bucket", &[], &[], &[file_id], Duration::ZERO)
+        .await
+        .unwrap();
+}
+
+/// What a scan records when it sees a file of "job" change on disk.
+async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
+    store
+        .apply_scan_changes("job", "bucket", &[], &[(file_id, now)], &[], Duration::ZERO)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_id_is_taken_once() {
+    let store = store_with_job().await;
+    let again = store.create_job("job", "/other", "bucket", None).await;
+    assert!(matches!(again, Err(StoreError::Conflict(id)) if id == "job"));
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn files_are_claimed_once_oldest_first_and_not_from_blocked_jobs() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 1, 1), seen("b", 2, 2)]).await;
+    let first = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!((first.path.as_str(), first.attempt), ("a", 1));
+    assert_eq!(first.bucket, "bucket");
+    store
+        .set_job_error("job", Some((Blocker::BucketUnavailable, "bucket gone")))
+        .await
+        .unwrap();
+    assert!(store.claim_next_file().await.unwrap().is_none());
+    store.set_job_error("job", None).await.unwrap();
+    let second = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!(second.path, "b");
+    assert!(store.claim_next_file().await.unwrap().is_none());
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn several_files_are_claimed_at_once_oldest_first_each_once() {
+    let store = store_with_job().await;
+    let files: Vec<SeenFile> = (0..5).map(|i| seen(&format!("f{i}"), 1, 1)).collect();
+    add_files(&store, "job", &files).await;
+    let paths = |claimed: Vec<ClaimedFile>| -> Vec<String> {
+        claimed.into_iter().map(|f| f.path).collect()
+    };
+    assert_eq!(
+        paths(store.claim_files(3, &[]).await.unwrap()),
+        ["f0", "f1", "f2"]
+    );
+    // A file whose older upload still runs is left until it ends.
+    let busy = ["job/f3".to_owned()];
+    assert_eq!(paths(store.claim_files(3, &busy).await.unwrap()), ["f4"]);
+    assert_eq!(paths(store.claim_files(3, &[]).await.unwrap()), ["f3"]);
+    assert!(store.claim_files(3, &[]).await.unwrap().is_empty());
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!(tally.in_progress.files, 5);
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn a_change_seen_by_a_scan_wins_over_the_upload_of_the_old_bytes() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 10, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    assert!(
+        store
+            .set_multipart_upload(claimed.version(), &open("mpu-1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .holds_upload(claimed.version(), "mpu-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .holds_upload(claimed.version(), "mpu-2")
+            .await
+            .unwrap()
+    );
+    // The scan sees the file grow while it uploads.
+    changed_on_disk(&store, claimed.file_id, seen("a", 20, 2)).await;
+    assert!(
+        !store
+            .record_part(claimed.version(), "mpu-1", &part(1, 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_uploaded(claimed.version(), Some("etag"))
+            .await
+            .unwrap()
+    );
+    // Nor may the old upload be completed.
+    assert!(
+        !store
+            .holds_upload(claimed.version(), "mpu-1")
+            .await
+            .unwrap()
+    );
+    // The old upload is queued for abort, and the new version waits its turn.
+    let aborts = store.pending_aborts(10).await.unwrap();
+    assert_eq!(aborts.len(), 1);
+    assert_eq!(
+        (
+            aborts[0].key.as_str(),
+            aborts[0].multipart_upload_id.as_str()
+        ),
+        ("job/a", "mpu-1")
+    );
+    let again = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!((again.size, again.mtime_ns), (20, 2));
+    assert!(store.mark_uploaded(again.version(), None).await.unwrap());
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!(tally.uploaded.files, 1);
+    assert_eq!(tally.uploaded.bytes, 20);
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn uploads_are_marked_together_and_only_the_versions_still_in_progress() {
+    let store = store_with_job().await;
+    let files: Vec<SeenFile> = ["small", "multipart", "changed", "done"]
+        .iter()
+        .map(|p| seen(p, 10, 1))
+        .collect();
+    add_files(&store, "job", &files).await;
+    let claimed = store.claim_files(4, &[]).await.unwrap();
+    let [small, multipart, changed, done] = &claimed[..] else {
+        panic!("four files claimed: {claimed:?}");
+    };
+    // One multipart upload with a part recorded; one file changed meanwhile; one marked
+    // already.
+    assert!(
+        store
+            .set_multipart_upload(multipart.version(), &open("mpu-1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_part(multipart.version(), "mpu-1", &part(1, 5))
+            .await
+            .unwrap()
+    );
+    changed_on_disk(&store, changed.file_id, seen("changed", 20, 2)).await;
+    assert!(store.mark_uploaded(done.version(), None).await.unwrap());
+
+    let marked = store
+        .mark_uploaded_all(&[
+            (small.version(), Some("\"e-small\"".into())),
+            (multipart.version(), Some("\"e-multi-1\"".into())),
+            (changed.version(), None),
+            (done.version(), Some("\"e-again\"".into())),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(marked, [true, true, false, false]);
+    let rows = store.list_files("job", None, None, 10).await.unwrap();
+    let row = |path: &str| rows.iter().find(|r| r.path == path).unwrap();
+    assert_eq!(row("small").etag.as_deref(), Some("\"e-small\""));
+    assert_eq!(row("small").bytes_sent, 10);
+    assert_eq!(row("multipart").etag.as_deref(), Some("\"e-multi-1\""));
+    assert_eq!(row("multipart").multipart_upload_id, None);
+    assert!(
+        store
+            .parts(multipart.file_id, "mpu-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(row("changed").state.0, FileState::Pending);
+    assert_eq!(row("done").etag, None);
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!(tally.uploaded.files, 3);
+    assert!(store.mark_uploaded_all(&[]).await.unwrap().is_empty());
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn a_failure_records_the_reason_and_lets_go_of_the_multipart_upload() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("big", 10, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    store
+        .set_multipart_upload(claimed.version(), &open("mpu-2"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_failed(claimed.version(), "S3 said no")
+            .await
+            .unwrap()
+    );
+    let files = store.list_files("job", None, None, 10).await.unwrap();
+    assert_eq!(files[0].state.0, FileState::Failed);
+    assert_eq!(files[0].last_error.as_deref(), Some("S3 said no"));
+    assert!(files[0].multipart_upload_id.is_none());
+    assert_eq!(store.pending_aborts(10).await.unwrap().len(), 1);
+    store.abort_done("mpu-2").await.unwrap();
+    assert!(store.pending_aborts(10).await.unwrap().is_empty());
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn interrupted_uploads_go_back_to_pending_at_start() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 10, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    store
+        .set_multipart_upload(claimed.version(), &open("mpu-3"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_part(claimed.version(), "mpu-3", &part(1, 5))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.recover_interrupted().await.unwrap(), 1);
+    // The upload and its parts are kept, to resume; nothing is aborted.
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!((tally.pending.files, tally.pending.bytes_sent), (1, 5));
+    assert!(store.pending_aborts(10).await.unwrap().is_empty());
+    let again = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!(again.resume, Some(open("mpu-3")));
+    assert_eq!(again.attempt, 1, "an interrupted attempt is not counted");
+    assert_eq!(
+        store.parts(again.file_id, "mpu-3").await.unwrap(),
+        vec![part(1, 5)]
+    );
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn deleting_a_job_removes_its_files_and_queues_its_open_uploads() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 10, 1), seen("b", 1, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    store
+        .set_multipart_upload(claimed.version(), &open("mpu-4"))
+        .await
+        .unwrap();
+    assert!(store.delete_job("job").await.unwrap());
+    assert!(!store.delete_job("job").await.unwrap());
+    assert!(store.get_job("job").await.unwrap().is_none());
+    assert_eq!(store.job_tally("job").await.unwrap().total_files(), 0);
+    assert_eq!(store.pending_aborts(10).await.unwrap()[0].bucket, "bucket");
+    // The uploader's next write finds nothing, so it stops.
+    assert!(
+        !store
+            .record_part(claimed.version(), "mpu-4", &part(1, 5))
+            .await
+            .unwrap()
+    );
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn parts_are_recorded_counted_and_forgotten() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 12, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    store
+        .set_multipart_upload(claimed.version(), &open("mpu-5"))
+        .await
+        .unwrap();
+    for p in [part(1, 5), part(2, 5), part(3, 2)] {
+        assert!(
+            store
+                .record_part(claimed.version(), "mpu-5", &p)
+                .await
+                .unwrap()
+        );
+    }
+    // Another upload id is not this file's upload.
+    assert!(
+        !store
+            .record_part(claimed.version(), "other", &part(1, 5))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+        12
+    );
+    store.forget_parts(claimed.file_id, &[2]).await.unwrap();
+    let numbers: Vec<i64> = store
+        .parts(claimed.file_id, "mpu-5")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(numbers, vec![1, 3]);
+    assert_eq!(
+        store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+        7
+    );
+    assert!(store.mark_uploaded(claimed.version(), None).await.unwrap());
+    assert!(
+        store
+            .parts(claimed.file_id, "mpu-5")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn a_retry_waits_until_due_and_failed_files_can_be_put_back() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 1, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    let due = now_ms() + 60_000;
+    assert!(
+        store
+            .retry_later(claimed.version(), "503", due, true, true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.claim_next_file().await.unwrap().is_none(),
+        "not due yet"
+    );
+    assert_eq!(store.next_retry_due().await.unwrap(), Some(due));
+    assert!(
+        store
+            .retry_later(claimed.version(), "x", due, true, true)
+            .await
+            .is_ok()
+    );
+    sqlx::query("UPDATE files SET next_attempt_at = 0")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let again = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+    assert!(store.mark_failed(again.version(), "gave up").await.unwrap());
+    assert_eq!(store.retry_failed("job").await.unwrap(), 1);
+    let third = store.claim_next_file().await.unwrap().unwrap();
+    assert_eq!(third.attempt, 1, "attempts start again");
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn a_refusing_bucket_blocks_the_job_without_failing_the_file() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 1, 1)]).await;
+    let claimed = store.claim_next_file().await.unwrap().unwrap();
+    store
+        .block_job(claimed.version(), "job", "bucket gone")
+        .await
+        .unwrap();
+    let job = store.get_job("job").await.unwrap().unwrap();
+    assert_eq!(job.error.as_deref(), Some("bucket gone"));
+    assert_eq!(store.job_tally("job").await.unwrap().pending.files, 1);
+    assert!(store.claim_next_file().await.unwrap().is_none());
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn removed_files_leave_the_count() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 10, 1), seen("b", 1, 1)]).await;
+    let recorded = store.recorded_files("job").await.unwrap();
+    removed_from_disk(&store, recorded["b"].file_id).await;
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!((tally.total_files(), tally.total_bytes()), (1, 10));
+    assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn the_tallies_follow_every_change_to_the_files() {
+    let store = store_with_job().await;
+    store
+        .create_job("other", "/o", "bucket", None)
+        .await
+        .unwrap();
+    let files = [
+        seen("a", 12, 1),
+        seen("b", 3, 1),
+        seen("c", 0, 1),
+        seen("d", 7, 1),
+    ];
+    add_files(&store, "job", &files).await;
+    add_files(&store, "other", &[seen("x", 4, 1)]).await;
+    assert_tallies_agree(&store).await;
+    let tally = store.job_tally("job").await.unwrap();
+    assert_eq!((tally.pending.files, tally.pending.bytes), (4, 22));
+
+    let claimed = store.claim_files(3, &[]).await.unwrap();
+    assert_tallies_agree(&store).await;
+    let (a, b, c) = (&claimed[0], &claimed[1], &claimed[2]);
+    store
+        .set_multipart_upload(a.version(), &open("mpu-a"))
+        .await
+        .unwrap();
+    store
+        .record_part(a.version(), "mpu-a", &part(1, 5))
+        .await
+        .unwrap();
+    assert_tallies_agree(&store).await;
+    assert_eq!(
+        store.job_tally("job").await.unwrap().in_progress.bytes_sent,
+        5
+    );
+    store.forget_parts(a.file_id, &[1]).await.unwrap();
+    assert_tallies_agree(&store).await;
+    assert!(store.mark_uploaded(b.version(), None).await.unwrap());
+    assert!(store.mark_failed(c.version(), "gone").await.unwrap());
+    assert_tallies_agree(&store).await;
+    // A change on disk while uploading, a retry, the failed file put back, a restart.
+    changed_on_disk(&store, a.file_id, seen("a", 20, 2)).await;
+    assert_tallies_agree(&store).await;
+    assert_eq!(store.retry_failed("job").await.unwrap(), 1);
+    let d = store.claim_next_file().await.unwrap().unwrap();
+    assert!(
+        store
+            .retry_later(d.version(), "503", 0, true, true)
+            .await
+            .unwrap()
+    );
+    store.claim_next_file().await.unwrap().unwrap();
+    assert!(store.recover_interrupted().await.unwrap() >= 1);
+    assert_tallies_agree(&store).await;
+    // A file gone from disk; then the job's folder changes, which forgets all its files.
+    let recorded = store.recorded_files("job").await.unwrap();
+    removed_from_disk(&store, recorded["d"].file_id).await;
+    assert_tallies_agree(&store).await;
+    store
+        .apply_job("job", "/elsewhere", "bucket", None, Origin::Api)
+        .await
+        .unwrap();
+    assert_tallies_agree(&store).await;
+    assert_eq!(store.job_tally("job").await.unwrap().total_files(), 0);
+    // Deleting a job takes its tallies with it and leaves the other job's.
+    assert!(store.delete_job("other").await.unwrap());
+    assert_tallies_agree(&store).await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM file_tallies WHERE upload_job_id = 'other'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// sqlx keeps the checksum of every migration it applied and refuses to open a database
+/// whose applied migration has since changed: a schema change is a new migration, never an
+/// edit of a released one (add the new one's checksum here when it is released).
+#[test]
+fn released_migrations_are_never_edited() {
+    let released = [
+        (
+            1,
+            "b55ebde664ba0a54761de8cd898fd50888e9db5a2801056ea7963d8db6fd03b962759a7152fea5e9bd726d3b6bc8a706",
+        ),
+        (
+            2,
+            "c13562e9c9a76c7690b7c4ff599caa46a94e6bedcc5d767863cd03e655ef56fb7321e67972e947f1814de61390c48619",
+        ),
+        (
+            3,
+            "9e7d559b5d97205cfd95768baf5cac1686e0542bc5f285c727b928f90484b5782d5c1bdd81d2e2ed1afb5650c21a8e64",
+        ),
+        (
+            4,
+            "6a1ab1d53511527a3d94b5c2621d62a2e51c3bda5687aa22570684015a507835002481b00a0f2bd3f422a8baa536a6ac",
+        ),
+        (
+            5,
+            "21bb386283225f5d2c3a031ac6105e474772d4bbb9c079e528c3549312dd39187b8edf4d40b420dd5281b21907bfbd8a",
+        ),
+    ];
+    let migrator = sqlx::migrate!("./migrations");
+    for (version, checksum) in released {
+        let migration = migrator
+            .iter()
+            .find(|m| m.version == version)
+            .expect("a released migration was removed");
+        let hex: String = migration
+            .checksum
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex, checksum,
+            "migration {version} was edited: add a new one instead"
+        );
+    }
+}
