@@ -222,21 +222,32 @@ async fn health_readiness_and_the_openapi_document() {
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
-    for (path, method) in [
-        ("/uploads", "post"),
-        ("/uploads", "get"),
-        ("/uploads/{upload_id}", "get"),
-        ("/uploads/{upload_id}", "delete"),
-        ("/uploads/{upload_id}/files", "get"),
-        ("/uploads/{upload_id}/rescan", "post"),
-        ("/uploads/{upload_id}/retry", "post"),
-        ("/healthz", "get"),
-        ("/readyz", "get"),
+    // Operation ids are what generated clients name their calls: stable, whatever file the
+    // handler moves to.
+    for (path, method, id) in [
+        ("/uploads", "post", "create_upload"),
+        ("/uploads", "get", "list_uploads"),
+        ("/uploads/{upload_id}", "get", "get_upload"),
+        ("/uploads/{upload_id}", "put", "put_upload"),
+        ("/uploads/{upload_id}", "delete", "delete_upload"),
+        ("/uploads/{upload_id}/files", "get", "list_files"),
+        ("/uploads/{upload_id}/rescan", "post", "rescan_upload"),
+        ("/uploads/{upload_id}/retry", "post", "retry_upload"),
+        ("/manifests", "get", "get_manifests"),
+        ("/healthz", "get", "healthz"),
+        ("/readyz", "get", "readyz"),
+        ("/metrics", "get", "metrics"),
     ] {
+        let op = paths.get(path).and_then(|p| p.get(method));
         assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            op.is_some(),
             "{method} {path} is missing from the OpenAPI document"
         );
+        assert_eq!(op.unwrap()["operationId"], format!("ferry.api.{id}"));
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in ["CreateUpload", "JobView", "FileView", "ErrorBody"] {
+        assert!(schemas.contains_key(&format!("ferry.api.{name}")), "{name}");
     }
     let create = &paths["/uploads"]["post"];
     assert!(create["responses"].get("201").is_some(), "{create}");

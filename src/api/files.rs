@@ -1,0 +1,120 @@
+//! /uploads/{id}/files: a job's tracked files, paged by path.
+
+use salvo::oapi::extract::{PathParam, QueryParam};
+use salvo::prelude::*;
+use serde::Serialize;
+
+use super::{ApiError, app_state};
+use crate::core::model::FileState;
+use crate::core::time::rfc3339_from_unix_nanos;
+use crate::core::url::percent_encode;
+use crate::store::FileRow;
+
+const DEFAULT_FILES_PAGE: u32 = 1000;
+const MAX_FILES_PAGE: u32 = 10_000;
+
+/// A tracked file.
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.FileView"))]
+pub struct FileView {
+    /// Relative to the source folder, '/'-separated.
+    path: String,
+    /// The object key: `{upload_id}/{path}`.
+    key: String,
+    state: FileState,
+    size: u64,
+    /// Modification time on disk when last seen, RFC 3339 with nanoseconds.
+    mtime: String,
+    mtime_ns: i64,
+    bytes_uploaded: u64,
+    attempts: i64,
+    last_error: Option<String>,
+    etag: Option<String>,
+    updated_at: String,
+}
+
+impl From<FileRow> for FileView {
+    fn from(f: FileRow) -> Self {
+        FileView {
+            key: crate::core::plan::object_key(&f.upload_job_id, &f.path),
+            path: f.path,
+            state: f.state.0,
+            size: u64::try_from(f.size).unwrap_or(0),
+            mtime: rfc3339_from_unix_nanos(f.mtime_ns),
+            mtime_ns: f.mtime_ns,
+            bytes_uploaded: u64::try_from(f.bytes_sent).unwrap_or(0),
+            attempts: f.attempts,
+            last_error: f.last_error,
+            etag: f.etag,
+            updated_at: f.updated_at,
+        }
+    }
+}
+
+/// List an upload job's tracked files
+///
+/// Ordered by path. At most `limit` files (default 1000, at most 10000) are returned; when more
+/// remain, a `Link: <...>; rel="next"` header gives the next page (`after` = the last path).
+#[endpoint(operation_id = "ferry.api.list_files", 
+    tags("uploads"),
+    parameters(
+        ("state" = Option<FileState>, Query, description = "Only files in this state"),
+        ("after" = Option<String>, Query, description = "Only paths after this one (the last path of the previous page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "At most this many files (default 1000)")
+    )
+)]
+pub(super) async fn list_files(
+    upload_id: PathParam<String>,
+    state: QueryParam<String, false>,
+    after: QueryParam<String, false>,
+    // Read as text: a limit that is not a whole number must be refused, not defaulted.
+    limit: QueryParam<String, false>,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> Result<Json<Vec<FileView>>, ApiError> {
+    let file_state = match state.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<FileState>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_state",
+                format!(
+                    "state {s:?} is not a file state; use PENDING, IN_PROGRESS, UPLOADED or FAILED"
+                ),
+            )
+        })?),
+    };
+    let limit = match limit.into_inner() {
+        None => DEFAULT_FILES_PAGE,
+        Some(raw) => raw.trim().parse::<u32>().unwrap_or(0),
+    };
+    if !(1..=MAX_FILES_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be from 1 to {MAX_FILES_PAGE}"),
+        ));
+    }
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    if store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    let rows = store
+        .list_files(&upload_id, file_state, after.as_deref(), limit)
+        .await?;
+    if rows.len() == limit as usize
+        && let Some(last) = rows.last()
+    {
+        let mut next = format!(
+            "/uploads/{}/files?limit={limit}&after={}",
+            percent_encode(&upload_id),
+            percent_encode(&last.path)
+        );
+        if let Some(s) = file_state {
+            next.push_str(&format!("&state={s}"));
+        }
+        if let Ok(value) = format!("<{next}>; rel=\"next\"").parse() {
+            res.headers_mut().insert("link", value);
+        }
+    }
+    Ok(Json(rows.into_iter().map(FileView::from).collect()))
+}

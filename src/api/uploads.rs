@@ -1,0 +1,342 @@
+//! /uploads and /uploads/{id}: creating, applying, reading, rescanning, retrying and deleting jobs.
+
+use salvo::http::StatusCode;
+use salvo::oapi::extract::PathParam;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::body::read_body;
+use super::job_view::JobView;
+use super::reply::{Accepted, Created, NoContent};
+use super::{ApiError, app_state};
+use crate::core::spec::{JobName, JobSpec, within_roots};
+use crate::store::{Applied, Origin};
+
+/// A new upload job.
+#[derive(Debug, Deserialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.CreateUpload"))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    /// An absolute path to an existing folder on ferry's machine.
+    #[salvo(schema(min_length = 1, pattern = "^/"))]
+    source_folder: String,
+    /// The S3 bucket to upload into; objects go to `{upload_id}/{relative path}`.
+    #[salvo(schema(
+        min_length = 3,
+        max_length = 63,
+        pattern = "^[a-z0-9][a-z0-9.-]*[a-z0-9]$"
+    ))]
+    destination_bucket: String,
+    /// A glob on the path relative to source_folder (`*` stays within a folder, `**` crosses).
+    /// Leave it out to take every file.
+    #[salvo(schema(min_length = 1, max_length = 1024, pattern = "^[^/]"))]
+    pattern: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.CreatedUpload"))]
+pub struct CreatedUpload {
+    upload_id: String,
+    /// Always `created`.
+    status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.AppliedUpload"))]
+pub struct AppliedUpload {
+    upload_id: String,
+    /// `created`, `updated` or `unchanged`.
+    status: String,
+    /// The spec's generation after this call.
+    generation: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.RetryAccepted"))]
+pub struct RetryAccepted {
+    upload_id: String,
+    /// Always `retry_requested`.
+    status: String,
+    /// How many FAILED files went back to PENDING.
+    retried_files: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.RescanAccepted"))]
+pub struct RescanAccepted {
+    upload_id: String,
+    /// Always `scan_requested`.
+    status: String,
+}
+
+/// Create an upload job
+///
+/// Validates the spec, records the job, and starts scanning its folder. Every matching file
+/// goes to `s3://{destination_bucket}/{upload_id}/{relative path}`.
+#[endpoint(operation_id = "ferry.api.create_upload", tags("uploads"), request_body = CreateUpload)]
+pub(super) async fn create_upload(
+    req: &mut Request,
+    depot: &mut Depot,
+) -> Result<Created<CreatedUpload>, ApiError> {
+    let roots = app_state(depot).allowed_roots.clone();
+    let (request, spec) = read_spec(req, &roots).await?;
+
+    let app = app_state(depot);
+    let id = uuid::Uuid::new_v4().to_string();
+    app.ctx
+        .store
+        .create_job(
+            &id,
+            &request.source_folder,
+            spec.destination_bucket.as_str(),
+            spec.pattern.as_ref().map(|p| p.as_str()),
+        )
+        .await?;
+    tracing::info!(upload_id = %id, source_folder = %request.source_folder, bucket = %spec.destination_bucket, pattern = ?request.pattern, "upload job created");
+    app.ctx.request_scan_now(&id);
+    Ok(Created(CreatedUpload {
+        upload_id: id,
+        status: "created".into(),
+    }))
+}
+
+/// Reads and validates a job spec from the request body.
+async fn read_spec(
+    req: &mut Request,
+    roots: &[std::path::PathBuf],
+) -> Result<(CreateUpload, JobSpec), ApiError> {
+    let body = read_body(req).await?;
+    let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body must be a JSON object {{\"source_folder\": string, \"destination_bucket\": string, \"pattern\": string (optional)}}: {e}"
+            ),
+        )
+    })?;
+    let spec = JobSpec::parse(
+        &request.source_folder,
+        &request.destination_bucket,
+        request.pattern.as_deref(),
+    )?;
+    check_source_folder(&request.source_folder).await?;
+    check_allowed_roots(&request.source_folder, roots).await?;
+    Ok((request, spec))
+}
+
+/// Create or update an upload job by name
+///
+/// Declarative and idempotent: the job named `upload_id` (a DNS-1123 label, such as `nightly-logs`) is made
+/// to have this spec. 201 when created, 200 when it already had it (`unchanged`) or was changed
+/// (`updated`, its generation bumped). A new pattern takes new files in and lets files that no
+/// longer match leave the count; a new folder or bucket uploads every file again, to the new
+/// place. Objects already in S3 stay.
+#[endpoint(operation_id = "ferry.api.put_upload", 
+    tags("uploads"),
+    request_body = CreateUpload,
+    parameters(("upload_id" = String, Path, max_length = 63, pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description = "The job's name: a DNS-1123 label")),
+    responses((status_code = 201, description = "Created", body = AppliedUpload))
+)]
+pub(super) async fn put_upload(
+    upload_id: PathParam<String>,
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> Result<Json<AppliedUpload>, ApiError> {
+    let name = upload_id.into_inner();
+    JobName::parse(&name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
+    let roots = app_state(depot).allowed_roots.clone();
+    let (request, spec) = read_spec(req, &roots).await?;
+    let app = app_state(depot);
+    let (applied, job) = app
+        .ctx
+        .store
+        .apply_job(
+            &name,
+            &request.source_folder,
+            spec.destination_bucket.as_str(),
+            spec.pattern.as_ref().map(|p| p.as_str()),
+            Origin::Api,
+        )
+        .await?;
+    let status = match applied {
+        Applied::Created => {
+            res.status_code(StatusCode::CREATED);
+            "created"
+        }
+        Applied::Unchanged => "unchanged",
+        Applied::Updated { .. } => "updated",
+    };
+    if applied != Applied::Unchanged {
+        tracing::info!(upload_id = %name, status, generation = job.generation, "upload job applied");
+        app.ctx.request_scan_now(&name);
+        app.ctx.wake_janitor();
+    }
+    Ok(Json(AppliedUpload {
+        upload_id: name,
+        status: status.into(),
+        generation: job.generation,
+    }))
+}
+
+/// With FERRY_ALLOWED_ROOTS set, the folder, once '..' and symbolic links are resolved, must lie
+/// inside one of the roots: 403 otherwise.
+async fn check_allowed_roots(folder: &str, roots: &[std::path::PathBuf]) -> Result<(), ApiError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let canonical = tokio::fs::canonicalize(folder).await.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_source_folder",
+            format!("source_folder {folder:?} cannot be resolved: {e}"),
+        )
+    })?;
+    if within_roots(&canonical, roots) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "outside_allowed_roots",
+            format!(
+                "source_folder {folder:?} resolves to {:?}, outside the folders ferry may read (FERRY_ALLOWED_ROOTS)",
+                canonical.display().to_string()
+            ),
+        ))
+    }
+}
+
+async fn check_source_folder(folder: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_source_folder", message);
+    match tokio::fs::metadata(folder).await {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(invalid(format!(
+            "source_folder {folder:?} is not a directory; give the folder that holds the files"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(format!(
+            "source_folder {folder:?} does not exist on ferry's machine"
+        ))),
+        Err(e) => Err(invalid(format!(
+            "source_folder {folder:?} cannot be read: {e}"
+        ))),
+    }
+}
+
+/// Get an upload job's progress
+#[endpoint(operation_id = "ferry.api.get_upload", tags("uploads"))]
+pub(super) async fn get_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Json<JobView>, ApiError> {
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    let job = store
+        .get_job(&upload_id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
+    let files = store.job_tally(&upload_id).await?;
+    let last_scan = app.ctx.last_scan(&upload_id);
+    let given_up = store
+        .aborts_given_up(Some(&upload_id))
+        .await?
+        .remove(upload_id.as_str())
+        .unwrap_or_default();
+    Ok(Json(JobView::new(job, &files, last_scan, given_up)))
+}
+
+/// List every upload job
+#[endpoint(operation_id = "ferry.api.list_uploads", tags("uploads"))]
+pub(super) async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError> {
+    let app = app_state(depot);
+    let store = &app.ctx.store;
+    let jobs = store.list_jobs().await?;
+    let mut tallies = store.all_tallies().await?;
+    let mut given_up = store.aborts_given_up(None).await?;
+    Ok(Json(
+        jobs.into_iter()
+            .map(|job| {
+                let files = tallies.remove(&job.id).unwrap_or_default();
+                let last_scan = app.ctx.last_scan(&job.id);
+                let aborts = given_up.remove(&job.id).unwrap_or_default();
+                JobView::new(job, &files, last_scan, aborts)
+            })
+            .collect(),
+    ))
+}
+
+/// Scan an upload job's folder now
+///
+/// The file monitor's check: new and changed files (by size and mtime) go back to PENDING,
+/// files gone from disk leave the job's count.
+#[endpoint(operation_id = "ferry.api.rescan_upload", tags("uploads"))]
+pub(super) async fn rescan_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Accepted<RescanAccepted>, ApiError> {
+    let app = app_state(depot);
+    if app.ctx.store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    app.ctx.request_scan_now(&upload_id);
+    Ok(Accepted(RescanAccepted {
+        upload_id: upload_id.into_inner(),
+        status: "scan_requested".into(),
+    }))
+}
+
+/// Retry an upload job's failed files
+///
+/// Every FAILED file goes back to PENDING with its attempts reset, and the job's folder and bucket
+/// are checked again (a job blocked by a missing bucket goes on once the bucket is there).
+#[endpoint(operation_id = "ferry.api.retry_upload", tags("uploads"))]
+pub(super) async fn retry_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<Accepted<RetryAccepted>, ApiError> {
+    let app = app_state(depot);
+    if app.ctx.store.get_job(&upload_id).await?.is_none() {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    let files = app.ctx.store.retry_failed(&upload_id).await?;
+    tracing::info!(upload_id = %*upload_id, files, "failed files put back to PENDING");
+    app.ctx.request_scan_now(&upload_id);
+    app.ctx.wake_dispatcher();
+    Ok(Accepted(RetryAccepted {
+        upload_id: upload_id.into_inner(),
+        status: "retry_requested".into(),
+        retried_files: files,
+    }))
+}
+
+/// Delete an upload job
+///
+/// Stops the job and aborts its open multipart uploads. Objects already in S3 stay.
+#[endpoint(operation_id = "ferry.api.delete_upload", tags("uploads"))]
+pub(super) async fn delete_upload(
+    upload_id: PathParam<String>,
+    depot: &mut Depot,
+) -> Result<NoContent, ApiError> {
+    let app = app_state(depot);
+    match app.ctx.store.get_job(&upload_id).await? {
+        None => return Err(ApiError::job_not_found(&upload_id)),
+        Some(job) if job.managed_by == "manifest" => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "managed_elsewhere",
+                format!(
+                    "the job {:?} is declared by the manifest {}; remove the document to delete it",
+                    *upload_id,
+                    job.manifest_source.unwrap_or_default()
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    if !app.ctx.store.delete_job(&upload_id).await? {
+        return Err(ApiError::job_not_found(&upload_id));
+    }
+    tracing::info!(upload_id = %*upload_id, "upload job deleted");
+    app.ctx.forget_job(&upload_id);
+    app.ctx.wake_janitor();
+    Ok(NoContent)
+}
