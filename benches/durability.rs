@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use ferry::config::DatabaseLocation;
 use ferry::core::diff::SeenFile;
+use ferry::core::spec::{JobSpec, SpecFields};
 use ferry::store::{OpenUpload, PartRecord, Store};
 
 const FILE_SIZE: u64 = 1 << 30;
@@ -28,8 +29,13 @@ async fn main() {
     let mut per_round = Vec::new();
     for round in 0..ROUNDS {
         let job = format!("job-{round}");
+        let fields = SpecFields {
+            source_folder: "/src".into(),
+            destination_bucket: "bucket".into(),
+            ..SpecFields::default()
+        };
         store
-            .create_job(&job, "/src", "bucket", None)
+            .create_job(&job, &JobSpec::parse(&job, &fields).unwrap())
             .await
             .unwrap();
         let file = SeenFile {
@@ -46,6 +52,7 @@ async fn main() {
             multipart_upload_id: format!("upload-{round}"),
             part_size: PART_SIZE,
             checksum: "crc32c".into(),
+            settings: Some(claimed.object.fingerprint()),
         };
         assert!(
             store

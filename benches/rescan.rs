@@ -36,11 +36,13 @@ async fn main() {
     let store = Store::open(&DatabaseLocation::File(dir.path().join("bench.db")))
         .await
         .unwrap();
-    store
-        .create_job("job", src.to_str().unwrap(), "bucket", None)
-        .await
-        .unwrap();
-    let spec = JobSpec::parse(src.to_str().unwrap(), "bucket", None).unwrap();
+    let fields = ferry::core::spec::SpecFields {
+        source_folder: src.to_str().unwrap().into(),
+        destination_bucket: "bucket".into(),
+        ..Default::default()
+    };
+    let spec = JobSpec::parse("job", &fields).unwrap();
+    store.create_job("job", &spec).await.unwrap();
     // Record every file, as the first scan would.
     let mut seen = Vec::with_capacity(files);
     ferry::scan::walk(&spec, &[], ferry::core::spec::SymlinkPolicy::Never, |f| {

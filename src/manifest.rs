@@ -2,12 +2,13 @@
 //! and their parsing. Pure: text in, jobs or errors out, one result per document, so that a
 //! broken, invalid or hostile document is reported and harms no other.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::core::spec::{JobName, JobSpec};
+use crate::core::spec::{JobName, JobSpec, SpecFields};
 
 /// The largest manifest file read; a larger one is reported, not read.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
@@ -51,20 +52,48 @@ pub struct Metadata {
 pub struct ManifestSpec {
     /// An absolute path to the folder to upload.
     pub source_folder: String,
-    /// The S3 bucket; objects go to `{name}/{path relative to sourceFolder}`.
+    /// The S3 bucket; objects go to `{keyPrefix}{path relative to sourceFolder}`.
     pub destination_bucket: String,
     /// A glob on the relative path (`*` stays in a folder, `**` crosses); omit to take every file.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// Objects go to `{keyPrefix}{relative path}`, the prefix exactly as written (`""`: the
+    /// bucket's root); default `{name}/`. Two jobs whose bucket and prefixes overlap are refused.
+    #[serde(default)]
+    #[schemars(length(max = 1023), regex(pattern = r"^([^/]|$)"))]
+    pub key_prefix: Option<String>,
+    /// Globs (the pattern's syntax); a file matching any of them is not taken.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub exclude: Vec<String>,
+    /// The S3 storage class of every object; default: the bucket's.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY", "EXPRESS_ONEZONE"]))]
+    pub storage_class: Option<String>,
+    /// Server-side encryption of every object.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["AES256", "aws:kms"]))]
+    pub sse: Option<String>,
+    /// The KMS key (id, alias or ARN) with `sse: aws:kms`; default: the account's key for S3.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+    /// User metadata (x-amz-meta-*) on every object: lowercase keys, printable ASCII values,
+    /// 2 KiB in all.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Object tags on every object: at most 10; keys of 1 to 128 characters, values up to 256.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 10))]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A valid document: the job it declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredJob {
     pub name: String,
-    pub source_folder: String,
-    pub destination_bucket: String,
-    pub pattern: Option<String>,
+    /// The spec as written (validated).
+    pub fields: SpecFields,
     /// Where it was declared: `file.yaml#2` (documents count from 1).
     pub source: String,
 }
@@ -132,17 +161,24 @@ fn parse_document(file: &str, index: usize, body: &str) -> Result<DeclaredJob, S
         return Err(format!("kind {:?} is unknown; ferry takes {KIND}", m.kind));
     }
     JobName::parse(&m.metadata.name).map_err(|e| format!("metadata.name: {e}"))?;
-    let spec = JobSpec::parse(
-        &m.spec.source_folder,
-        &m.spec.destination_bucket,
-        m.spec.pattern.as_deref(),
-    )
-    .map_err(|e| format!("spec: {e}"))?;
+    let s = m.spec;
+    let fields = SpecFields {
+        source_folder: s.source_folder,
+        destination_bucket: s.destination_bucket,
+        pattern: s.pattern,
+        key_prefix: s.key_prefix,
+        exclude: s.exclude,
+        storage_class: s.storage_class,
+        sse: s.sse,
+        kms_key_id: s.kms_key_id,
+        metadata: s.metadata,
+        tags: s.tags,
+    };
+    JobSpec::parse(&m.metadata.name, &fields)
+        .map_err(|e| format!("spec.{}: {e}", camel_case(e.field())))?;
     Ok(DeclaredJob {
         name: m.metadata.name,
-        source_folder: m.spec.source_folder,
-        destination_bucket: spec.destination_bucket.as_str().to_owned(),
-        pattern: spec.pattern.as_ref().map(|p| p.as_str().to_owned()),
+        fields,
         source: format!("{file}#{index}"),
     })
 }
@@ -182,6 +218,23 @@ fn is_blank(doc: &str) -> bool {
     })
 }
 
+/// A field's name as a manifest writes it: `key_prefix` is `keyPrefix`.
+fn camel_case(field: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in field.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn first_lines(message: &str) -> String {
     message.lines().take(3).collect::<Vec<_>>().join(" ")
 }
@@ -207,12 +260,45 @@ spec:
             r,
             vec![Ok(DeclaredJob {
                 name: "nightly-logs".into(),
-                source_folder: "/data/logs".into(),
-                destination_bucket: "my-bucket".into(),
-                pattern: Some("**/*.log".into()),
+                fields: SpecFields {
+                    source_folder: "/data/logs".into(),
+                    destination_bucket: "my-bucket".into(),
+                    pattern: Some("**/*.log".into()),
+                    ..SpecFields::default()
+                },
                 source: "jobs.yaml#1".into(),
             })]
         );
+    }
+
+    #[test]
+    fn object_options_are_written_in_camel_case() {
+        let text = format!(
+            "{GOOD}  keyPrefix: logs/host-1/\n  exclude: [\"tmp/**\"]\n  storageClass: STANDARD_IA\n  sse: aws:kms\n  kmsKeyId: alias/logs\n  metadata: {{owner: team-a}}\n  tags: {{team: data}}\n"
+        );
+        let r = parse_file("jobs.yaml", &text);
+        let job = r[0].as_ref().unwrap();
+        assert_eq!(job.fields.key_prefix.as_deref(), Some("logs/host-1/"));
+        assert_eq!(job.fields.exclude, vec!["tmp/**".to_owned()]);
+        assert_eq!(job.fields.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(job.fields.sse.as_deref(), Some("aws:kms"));
+        assert_eq!(job.fields.kms_key_id.as_deref(), Some("alias/logs"));
+        assert_eq!(job.fields.metadata["owner"], "team-a");
+        assert_eq!(job.fields.tags["team"], "data");
+        for (bad, says) in [
+            (
+                "storageClass: COLD",
+                "spec.storageClass: storage_class \"COLD\"",
+            ),
+            ("keyPrefix: /abs/", "spec.keyPrefix: key_prefix"),
+            ("kmsKeyId: k", "spec.kmsKeyId: kms_key_id needs sse"),
+            ("metadata: {Owner: x}", "spec.metadata:"),
+            ("key_prefix: a/", "unknown field"),
+        ] {
+            let r = parse_file("jobs.yaml", &format!("{GOOD}  {bad}\n"));
+            let e = r[0].as_ref().unwrap_err();
+            assert!(e.reason.contains(says), "{bad}: {}", e.reason);
+        }
     }
 
     #[test]

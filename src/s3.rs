@@ -7,6 +7,7 @@
 
 mod compat;
 mod error;
+mod options;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -24,10 +25,12 @@ use aws_sdk_s3::types::{
 };
 
 use crate::core::checksum::ChecksumMode;
+use crate::core::object::ObjectOptions;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
 use error::{classify, credentials_refused, refuses_checksum_headers};
+use options::{may_be_checksum_refusal, name_refused_option, with_options};
 
 pub type Result<T, E = S3Error> = std::result::Result<T, E>;
 
@@ -240,23 +243,28 @@ impl ObjectStore {
         }
     }
 
-    /// Sends a whole object; `checksum` is its checksum as computed from the bytes read, which S3
-    /// verifies on receipt.
+    /// Sends a whole object, as its job's options say it looks, with this Content-Type;
+    /// `checksum` is its checksum as computed from the bytes read, which S3 verifies on receipt.
     pub async fn put_object(
         &self,
         bucket: &str,
         key: &str,
         body: Bytes,
         checksum: Option<&str>,
+        look: (&ObjectOptions, &str),
     ) -> Result<StoredAnswer> {
-        match self.put_object_once(bucket, key, &body, checksum).await {
+        let answer = match self
+            .put_object_once(bucket, key, &body, checksum, look)
+            .await
+        {
             // The whole object is at hand: it goes again at once without the headers, and its
             // ETag proves it (the uploader computes the MD5 when the answer has no checksum).
             Err(e) if e.kind == ErrorKind::ChecksumsRefused => {
-                self.put_object_once(bucket, key, &body, None).await
+                self.put_object_once(bucket, key, &body, None, look).await
             }
             other => other,
-        }
+        };
+        answer.map_err(|e| name_refused_option(e, look.0))
     }
 
     async fn put_object_once(
@@ -265,6 +273,7 @@ impl ObjectStore {
         key: &str,
         body: &Bytes,
         checksum: Option<&str>,
+        (options, content_type): (&ObjectOptions, &str),
     ) -> Result<StoredAnswer> {
         self.retrying("PutObject", || async {
             let mode = self.checksum_mode();
@@ -274,6 +283,7 @@ impl ObjectStore {
                 .bucket(bucket)
                 .key(key)
                 .body(ByteStream::from(body.clone()));
+            let request = with_options!(request, options, content_type);
             let (request, sends) = match (mode, checksum) {
                 (ChecksumMode::Crc32c, Some(c)) => (request.checksum_crc32_c(c), true),
                 (ChecksumMode::Crc32, Some(c)) => (request.checksum_crc32(c), true),
@@ -295,28 +305,44 @@ impl ObjectStore {
                     checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
                     etag: out.e_tag,
                 })
-                .map_err(|e| self.note_refusal(sends, classify(e, Some(bucket))))
+                .map_err(|e| {
+                    let e = classify(e, Some(bucket));
+                    let sent = sends && may_be_checksum_refusal(&e, options);
+                    self.note_refusal(sent, e)
+                })
         })
         .await
     }
 
-    pub async fn create_multipart_upload(&self, bucket: &str, key: &str) -> Result<String> {
+    /// Begins a multipart upload of an object that looks as its job's options say, with this
+    /// Content-Type (the parts carry only bytes).
+    pub async fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        (options, content_type): (&ObjectOptions, &str),
+    ) -> Result<String> {
         self.retrying("CreateMultipartUpload", || async {
             let algorithm = algorithm(self.checksum_mode());
             let sends = algorithm.is_some();
-            let out = self
+            let request = self
                 .client
                 .create_multipart_upload()
                 .bucket(bucket)
                 .key(key)
                 // Each part carries a checksum that S3 checks on receipt, and the completion lists
                 // them, so a part corrupted on the way is refused rather than stored.
-                .set_checksum_algorithm(algorithm)
+                .set_checksum_algorithm(algorithm);
+            let out = with_options!(request, options, content_type)
                 .customize()
                 .interceptor(compat::INITIATE_ROOT)
                 .send()
                 .await
-                .map_err(|e| self.note_refusal(sends, classify(e, Some(bucket))))?;
+                .map_err(|e| {
+                    let e = classify(e, Some(bucket));
+                    let sent = sends && may_be_checksum_refusal(&e, options);
+                    name_refused_option(self.note_refusal(sent, e), options)
+                })?;
             out.upload_id.filter(|id| !id.is_empty()).ok_or_else(|| {
                 S3Error::new(
                     ErrorKind::Permanent,

@@ -103,6 +103,9 @@ fn link_stays_inside(root: &Path, link: &Path) -> bool {
 /// Calls `visit` with every regular file under the job's folder that its pattern matches, until
 /// `visit` breaks, and reports what it could not read. Blocking: run it off the async workers.
 ///
+/// A folder that one of the job's excludes matches by its own path (`tmp`, `**/node_modules`)
+/// is skipped unread: nothing in it is taken, and what cannot be read in it is not reported.
+///
 /// Paths in `exclude` (ferry's own database files, should they lie in a source folder) are
 /// never taken: they change with every upload. They must be in the same form as the walk's
 /// paths (both canonical), and so must the job's folder.
@@ -124,7 +127,11 @@ pub fn walk(
         // A stable order: files are uploaded in the order users see in `ls -R`.
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| !e.path_is_symlink() || link_stays_inside(root, e.path()));
+        .filter_entry(|e| {
+            (!e.path_is_symlink() || link_stays_inside(root, e.path()))
+                && !(e.file_type().is_dir()
+                    && relative_key_path(root, e.path()).is_ok_and(|r| spec.excludes_folder(&r)))
+        });
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,

@@ -278,14 +278,19 @@ fn a_missing_manifests_folder_stops_the_start_and_schema_prints_the_format() {
 #[test]
 fn the_example_manifests_are_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
-    let mut jobs = 0;
+    let mut jobs = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in ferry::manifest::parse_file(path.file_name().unwrap().to_str().unwrap(), &text) {
-            doc.unwrap_or_else(|e| panic!("{e}"));
-            jobs += 1;
+            jobs.push(doc.unwrap_or_else(|e| panic!("{e}")));
         }
     }
-    assert_eq!(jobs, 3);
+    assert_eq!(jobs.len(), 4);
+    // One example shows every object option.
+    let archive = jobs.iter().find(|j| j.name == "web-1-archive").unwrap();
+    let f = &archive.fields;
+    assert_eq!(f.key_prefix.as_deref(), Some("hosts/web-1/"));
+    assert!(!f.exclude.is_empty() && !f.metadata.is_empty() && !f.tags.is_empty());
+    assert!(f.storage_class.is_some() && f.sse.is_some() && f.kms_key_id.is_some());
 }

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
+use ferry::core::object::ObjectOptions;
 use ferry::core::plan::{
-    EtagCheck, MAX_PARTS, UploadPlan, check_etag, object_key, part_range, plan_upload,
-    relative_key_path,
+    EtagCheck, MAX_PARTS, UploadPlan, check_etag, part_range, plan_upload, relative_key_path,
 };
-use ferry::core::spec::{JobName, JobSpec, Pattern};
+use ferry::core::spec::{JobName, JobSpec, Pattern, SpecFields};
 use ferry::manifest::parse_file;
 use proptest::prelude::*;
 
@@ -145,7 +145,13 @@ proptest! {
         broken_first in any::<bool>(),
     ) {
         prop_assume!(JobName::parse(&name).is_ok());
-        prop_assume!(JobSpec::parse(&source, &bucket, pattern.as_deref()).is_ok());
+        let fields = SpecFields {
+            source_folder: source.clone(),
+            destination_bucket: bucket.clone(),
+            pattern: pattern.clone(),
+            ..SpecFields::default()
+        };
+        prop_assume!(JobSpec::parse(&name, &fields).is_ok());
         let mut doc = format!(
             "apiVersion: ferry/v1\nkind: UploadJob\nmetadata:\n  name: {}\nspec:\n  sourceFolder: {}\n  destinationBucket: {}\n",
             quoted(&name), quoted(&source), quoted(&bucket)
@@ -166,9 +172,7 @@ proptest! {
         prop_assert_eq!(jobs.len(), 1, "{:?}", results);
         let job = jobs[0];
         prop_assert_eq!(&job.name, &name);
-        prop_assert_eq!(&job.source_folder, &source);
-        prop_assert_eq!(&job.destination_bucket, &bucket);
-        prop_assert_eq!(&job.pattern, &pattern);
+        prop_assert_eq!(&job.fields, &fields);
         prop_assert_eq!(results.len(), 2);
     }
 
@@ -208,7 +212,7 @@ proptest! {
         let path = relative.split('/').fold(root.to_path_buf(), |p, c| p.join(c));
         let rel = relative_key_path(root, &path).unwrap();
         prop_assert_eq!(&rel, &relative);
-        let key = object_key(&id, &rel);
+        let key = ObjectOptions::defaults(&id).key(&rel);
         let prefix = format!("{id}/");
         prop_assert!(key.starts_with(&prefix));
         prop_assert_eq!(&key[prefix.len()..], relative.as_str());

@@ -46,6 +46,9 @@ impl From<StoreError> for ApiError {
         if let StoreError::Owned { .. } = e {
             return ApiError::new(StatusCode::CONFLICT, "managed_elsewhere", e.to_string());
         }
+        if let StoreError::Overlap { .. } = e {
+            return ApiError::new(StatusCode::CONFLICT, "prefix_overlap", e.to_string());
+        }
         if e.is_unavailable() {
             // Nothing was stored; the same request can succeed once the database can be
             // written again (a full disk given room, a lock released).
@@ -76,6 +79,15 @@ impl From<SpecError> for ApiError {
             }
             SpecError::InvalidBucket { .. } => "invalid_bucket",
             SpecError::InvalidPattern { .. } => "invalid_pattern",
+            SpecError::InvalidExclude(_) => "invalid_exclude",
+            SpecError::InvalidObjectOption(ref o) => match o.field {
+                "key_prefix" => "invalid_key_prefix",
+                "storage_class" => "invalid_storage_class",
+                "sse" => "invalid_sse",
+                "kms_key_id" => "invalid_kms_key_id",
+                "metadata" => "invalid_metadata",
+                _ => "invalid_tags",
+            },
         };
         ApiError::bad_request(code, e.to_string())
     }

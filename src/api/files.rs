@@ -19,7 +19,7 @@ const MAX_FILES_PAGE: u32 = 10_000;
 pub struct FileView {
     /// Relative to the source folder, '/'-separated.
     path: String,
-    /// The object key: `{upload_id}/{path}`.
+    /// The object key: `{key_prefix}{path}` (by default `{upload_id}/{path}`).
     key: String,
     state: FileState,
     size: u64,
@@ -33,10 +33,11 @@ pub struct FileView {
     updated_at: String,
 }
 
-impl From<FileRow> for FileView {
-    fn from(f: FileRow) -> Self {
+impl FileView {
+    /// A file of a job whose keys start with `key_prefix`.
+    fn new(f: FileRow, key_prefix: &str) -> Self {
         FileView {
-            key: crate::core::plan::object_key(&f.upload_job_id, &f.path),
+            key: format!("{key_prefix}{}", f.path),
             path: f.path,
             state: f.state.0,
             size: u64::try_from(f.size).unwrap_or(0),
@@ -95,9 +96,9 @@ pub(super) async fn list_files(
     }
     let app = app_state(depot);
     let store = &app.ctx.store;
-    if store.get_job(&upload_id).await?.is_none() {
+    let Some(job) = store.get_job(&upload_id).await? else {
         return Err(ApiError::job_not_found(&upload_id));
-    }
+    };
     let rows = store
         .list_files(&upload_id, file_state, after.as_deref(), limit)
         .await?;
@@ -116,5 +117,9 @@ pub(super) async fn list_files(
             res.headers_mut().insert("link", value);
         }
     }
-    Ok(Json(rows.into_iter().map(FileView::from).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .map(|f| FileView::new(f, &job.key_prefix))
+            .collect(),
+    ))
 }

@@ -4,6 +4,7 @@ use salvo::prelude::*;
 use serde::Serialize;
 
 use crate::core::model::{FileTally, JobState, conditions, job_state, progress};
+use crate::core::spec::SpecFields;
 use crate::store::{AbortsGivenUp, JobRow};
 
 /// An upload job and its progress.
@@ -26,6 +27,19 @@ pub struct JobView {
     source_folder: String,
     destination_bucket: String,
     pattern: Option<String>,
+    /// Objects go to `{key_prefix}{relative path}`.
+    key_prefix: String,
+    /// Globs a file must not match.
+    exclude: Vec<String>,
+    /// The storage class of every object; null: the bucket's.
+    storage_class: Option<String>,
+    /// `AES256` or `aws:kms`; null: none asked.
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    /// User metadata on every object.
+    metadata: std::collections::BTreeMap<String, String>,
+    /// Tags on every object.
+    tags: std::collections::BTreeMap<String, String>,
     /// What stops the whole job (a missing bucket, a missing folder), if anything.
     error: Option<String>,
     created_at: String,
@@ -66,6 +80,7 @@ pub struct ConditionView {
 impl JobView {
     pub(super) fn new(
         job: JobRow,
+        fields: SpecFields,
         files: &FileTally,
         last_scan: Option<String>,
         given_up: AbortsGivenUp,
@@ -112,6 +127,13 @@ impl JobView {
             source_folder: job.source_folder,
             destination_bucket: job.destination_bucket,
             pattern: job.pattern,
+            key_prefix: job.key_prefix,
+            exclude: fields.exclude,
+            storage_class: fields.storage_class,
+            sse: fields.sse,
+            kms_key_id: fields.kms_key_id,
+            metadata: fields.metadata,
+            tags: fields.tags,
             error: job.error,
             created_at: job.created_at,
             updated_at: job.updated_at,

@@ -9,13 +9,17 @@ use super::body::read_body;
 use super::job_view::JobView;
 use super::reply::{Accepted, Created, NoContent};
 use super::{ApiError, app_state};
-use crate::core::spec::{JobName, JobSpec, within_roots};
+use crate::core::spec::{JobName, JobSpec, SpecFields, within_roots};
 use crate::store::{Applied, Origin};
 
 /// A new upload job.
+///
+/// The body's schema, for the OpenAPI document; the body itself is read field by field by
+/// [`spec_fields`], so that a value of the wrong type is refused naming its field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[salvo(schema(name = "ferry.api.CreateUpload"))]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct CreateUpload {
     /// An absolute path to an existing folder on ferry's machine.
     #[salvo(schema(min_length = 1, pattern = "^/"))]
@@ -31,6 +35,118 @@ pub struct CreateUpload {
     /// Leave it out to take every file.
     #[salvo(schema(min_length = 1, max_length = 1024, pattern = "^[^/]"))]
     pattern: Option<String>,
+    /// Objects go to `{key_prefix}{relative path}`, the prefix exactly as written (`""`: the
+    /// bucket's root). Default `{upload_id}/`. Must not start with '/'; two jobs whose bucket and
+    /// prefixes overlap are refused (409).
+    #[salvo(schema(max_length = 1023, pattern = "^([^/]|$)"))]
+    key_prefix: Option<String>,
+    /// Globs (the pattern's syntax); a file matching any of them is not taken.
+    #[salvo(schema(max_items = 256))]
+    exclude: Option<Vec<String>>,
+    /// The S3 storage class of every object; default: the bucket's.
+    #[salvo(schema(
+        pattern = "^(STANDARD|STANDARD_IA|ONEZONE_IA|INTELLIGENT_TIERING|GLACIER_IR|GLACIER|DEEP_ARCHIVE|REDUCED_REDUNDANCY|EXPRESS_ONEZONE)$"
+    ))]
+    storage_class: Option<String>,
+    /// Server-side encryption of every object: `AES256` or `aws:kms`.
+    #[salvo(schema(pattern = "^(AES256|aws:kms)$"))]
+    sse: Option<String>,
+    /// The KMS key (id, alias or ARN) with `sse: aws:kms`; default: the account's key for S3.
+    #[salvo(schema(min_length = 1, max_length = 2048))]
+    kms_key_id: Option<String>,
+    /// User metadata (x-amz-meta-*) on every object: lowercase keys, printable ASCII values,
+    /// 2 KiB in all.
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Object tags on every object: at most 10; keys of 1 to 128 characters, values up to 256.
+    tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The fields of a request body, each checked for its JSON type and named when it is wrong.
+fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_json", message);
+    let shape = "the body must be a JSON object {\"source_folder\": string, \"destination_bucket\": string, and optional pattern, key_prefix, exclude, storage_class, sse, kms_key_id, metadata, tags}";
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("{shape}: {e}")))?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(invalid(format!("{shape}: it is not an object")));
+    };
+    const FIELDS: &[&str] = &[
+        "source_folder",
+        "destination_bucket",
+        "pattern",
+        "key_prefix",
+        "exclude",
+        "storage_class",
+        "sse",
+        "kms_key_id",
+        "metadata",
+        "tags",
+    ];
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown field `{unknown}`; a job takes {}",
+            FIELDS.join(", ")
+        )));
+    }
+    let wrong = |field: &str, what: &str| {
+        ApiError::bad_request("invalid_json", format!("{field}: invalid type, it must be {what}"))
+    };
+    let mut text = |field: &str, required: bool| -> Result<Option<String>, ApiError> {
+        match object.remove(field) {
+            None | Some(serde_json::Value::Null) if required => {
+                Err(invalid(format!("{shape}: missing field `{field}`")))
+            }
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(wrong(field, "a string")),
+        }
+    };
+    let source_folder = text("source_folder", true)?.unwrap_or_default();
+    let destination_bucket = text("destination_bucket", true)?.unwrap_or_default();
+    let pattern = text("pattern", false)?;
+    let key_prefix = text("key_prefix", false)?;
+    let storage_class = text("storage_class", false)?;
+    let sse = text("sse", false)?;
+    let kms_key_id = text("kms_key_id", false)?;
+    let exclude = match object.remove("exclude") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                _ => Err(wrong("exclude", "an array of glob strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(wrong("exclude", "an array of glob strings")),
+    };
+    let mut strings =
+        |field: &str| -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+            match object.remove(field) {
+                None | Some(serde_json::Value::Null) => Ok(Default::default()),
+                Some(serde_json::Value::Object(map)) => map
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Ok((k, s)),
+                        _ => Err(wrong(field, "an object of strings (every value a string)")),
+                    })
+                    .collect(),
+                Some(_) => Err(wrong(field, "an object of strings")),
+            }
+        };
+    let metadata = strings("metadata")?;
+    let tags = strings("tags")?;
+    Ok(SpecFields {
+        source_folder,
+        destination_bucket,
+        pattern,
+        key_prefix,
+        exclude,
+        storage_class,
+        sse,
+        kms_key_id,
+        metadata,
+        tags,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,27 +188,20 @@ pub struct RescanAccepted {
 /// Create an upload job
 ///
 /// Validates the spec, records the job, and starts scanning its folder. Every matching file
-/// goes to `s3://{destination_bucket}/{upload_id}/{relative path}`.
+/// goes to `s3://{destination_bucket}/{key_prefix}{relative path}` (by default
+/// `{upload_id}/{relative path}`).
 #[endpoint(operation_id = "ferry.api.create_upload", tags("uploads"), request_body = CreateUpload)]
 pub(super) async fn create_upload(
     req: &mut Request,
     depot: &mut Depot,
 ) -> Result<Created<CreatedUpload>, ApiError> {
     let roots = app_state(depot).allowed_roots.clone();
-    let (request, spec) = read_spec(req, &roots).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let spec = read_spec(req, &id, &roots).await?;
 
     let app = app_state(depot);
-    let id = uuid::Uuid::new_v4().to_string();
-    app.ctx
-        .store
-        .create_job(
-            &id,
-            &request.source_folder,
-            spec.destination_bucket.as_str(),
-            spec.pattern.as_ref().map(|p| p.as_str()),
-        )
-        .await?;
-    tracing::info!(upload_id = %id, source_folder = %request.source_folder, bucket = %spec.destination_bucket, pattern = ?request.pattern, "upload job created");
+    app.ctx.store.create_job(&id, &spec).await?;
+    tracing::info!(upload_id = %id, source_folder = %spec.source_folder.display(), bucket = %spec.destination_bucket, key_prefix = %spec.object.key_prefix, pattern = ?spec.pattern.as_ref().map(|p| p.as_str()), "upload job created");
     app.ctx.request_scan_now(&id);
     Ok(Created(CreatedUpload {
         upload_id: id,
@@ -100,37 +209,28 @@ pub(super) async fn create_upload(
     }))
 }
 
-/// Reads and validates a job spec from the request body.
+/// Reads and validates the spec of the job `id` from the request body.
 async fn read_spec(
     req: &mut Request,
+    id: &str,
     roots: &[std::path::PathBuf],
-) -> Result<(CreateUpload, JobSpec), ApiError> {
+) -> Result<JobSpec, ApiError> {
     let body = read_body(req).await?;
-    let request: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the body must be a JSON object {{\"source_folder\": string, \"destination_bucket\": string, \"pattern\": string (optional)}}: {e}"
-            ),
-        )
-    })?;
-    let spec = JobSpec::parse(
-        &request.source_folder,
-        &request.destination_bucket,
-        request.pattern.as_deref(),
-    )?;
-    check_source_folder(&request.source_folder).await?;
-    check_allowed_roots(&request.source_folder, roots).await?;
-    Ok((request, spec))
+    let fields = spec_fields(&body)?;
+    let spec = JobSpec::parse(id, &fields)?;
+    check_source_folder(&fields.source_folder).await?;
+    check_allowed_roots(&fields.source_folder, roots).await?;
+    Ok(spec)
 }
 
 /// Create or update an upload job by name
 ///
 /// Declarative and idempotent: the job named `upload_id` (a DNS-1123 label, such as `nightly-logs`) is made
 /// to have this spec. 201 when created, 200 when it already had it (`unchanged`) or was changed
-/// (`updated`, its generation bumped). A new pattern takes new files in and lets files that no
-/// longer match leave the count; a new folder or bucket uploads every file again, to the new
-/// place. Objects already in S3 stay.
+/// (`updated`, its generation bumped). A new pattern or exclude takes new files in and lets files
+/// that no longer match leave the count; a new folder, bucket, key prefix, storage class,
+/// encryption, metadata or tags uploads every file again, as it now should be. Objects already in
+/// S3 stay.
 #[endpoint(operation_id = "ferry.api.put_upload", 
     tags("uploads"),
     request_body = CreateUpload,
@@ -147,19 +247,9 @@ pub(super) async fn put_upload(
     let name = upload_id.into_inner();
     JobName::parse(&name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))?;
     let roots = app_state(depot).allowed_roots.clone();
-    let (request, spec) = read_spec(req, &roots).await?;
+    let spec = read_spec(req, &name, &roots).await?;
     let app = app_state(depot);
-    let (applied, job) = app
-        .ctx
-        .store
-        .apply_job(
-            &name,
-            &request.source_folder,
-            spec.destination_bucket.as_str(),
-            spec.pattern.as_ref().map(|p| p.as_str()),
-            Origin::Api,
-        )
-        .await?;
+    let (applied, job) = app.ctx.store.apply_job(&name, &spec, Origin::Api).await?;
     let status = match applied {
         Applied::Created => {
             res.status_code(StatusCode::CREATED);
@@ -241,7 +331,8 @@ pub(super) async fn get_upload(
         .await?
         .remove(upload_id.as_str())
         .unwrap_or_default();
-    Ok(Json(JobView::new(job, &files, last_scan, given_up)))
+    let fields = job.fields()?;
+    Ok(Json(JobView::new(job, fields, &files, last_scan, given_up)))
 }
 
 /// List every upload job
@@ -252,16 +343,17 @@ pub(super) async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>
     let jobs = store.list_jobs().await?;
     let mut tallies = store.all_tallies().await?;
     let mut given_up = store.aborts_given_up(None).await?;
-    Ok(Json(
-        jobs.into_iter()
-            .map(|job| {
-                let files = tallies.remove(&job.id).unwrap_or_default();
-                let last_scan = app.ctx.last_scan(&job.id);
-                let aborts = given_up.remove(&job.id).unwrap_or_default();
-                JobView::new(job, &files, last_scan, aborts)
-            })
-            .collect(),
-    ))
+    let views = jobs
+        .into_iter()
+        .map(|job| {
+            let files = tallies.remove(&job.id).unwrap_or_default();
+            let last_scan = app.ctx.last_scan(&job.id);
+            let aborts = given_up.remove(&job.id).unwrap_or_default();
+            let fields = job.fields()?;
+            Ok(JobView::new(job, fields, &files, last_scan, aborts))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(views))
 }
 
 /// Scan an upload job's folder now

@@ -237,13 +237,7 @@ pub async fn apply(
     let jobs = read_manifests(files)?;
     let mut applied = Vec::new();
     for job in &jobs {
-        let mut body = serde_json::json!({
-            "source_folder": job.source_folder,
-            "destination_bucket": job.destination_bucket,
-        });
-        if let Some(p) = &job.pattern {
-            body["pattern"] = Value::String(p.clone());
-        }
+        let body = api_body(&job.fields);
         let answer = client
             .call(
                 reqwest::Method::PUT,
@@ -482,4 +476,35 @@ pub async fn delete_job(client: &Client, name: &str) -> Result<ExitCode> {
         .await?;
     println!("uploadjob/{name} deleted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A spec as the API's body writes it (snake_case), with only the fields the manifest sets, so
+/// that the server fills in the same defaults it would for the manifest itself.
+fn api_body(f: &crate::core::spec::SpecFields) -> Value {
+    let mut body = serde_json::json!({
+        "source_folder": f.source_folder,
+        "destination_bucket": f.destination_bucket,
+    });
+    let optional = [
+        ("pattern", &f.pattern),
+        ("key_prefix", &f.key_prefix),
+        ("storage_class", &f.storage_class),
+        ("sse", &f.sse),
+        ("kms_key_id", &f.kms_key_id),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            body[name] = Value::String(v.clone());
+        }
+    }
+    if !f.exclude.is_empty() {
+        body["exclude"] = serde_json::json!(f.exclude);
+    }
+    if !f.metadata.is_empty() {
+        body["metadata"] = serde_json::json!(f.metadata);
+    }
+    if !f.tags.is_empty() {
+        body["tags"] = serde_json::json!(f.tags);
+    }
+    body
 }

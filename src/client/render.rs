@@ -153,6 +153,45 @@ pub fn describe_job(job: &Value, failing: &[Value]) -> String {
         text(job, "destination_bucket"),
     );
     field(&mut out, "  Pattern", text(job, "pattern"));
+    field(
+        &mut out,
+        "  Key Prefix",
+        format!("{:?}", text(job, "key_prefix")),
+    );
+    let list = |key: &str| {
+        job[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let pairs = |key: &str| {
+        job[key]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "<none>".into())
+    };
+    field(&mut out, "  Exclude", list("exclude"));
+    field(&mut out, "  Storage Class", text(job, "storage_class"));
+    let sse = match (job["sse"].as_str(), job["kms_key_id"].as_str()) {
+        (Some(s), Some(k)) => format!("{s} (key {k})"),
+        (Some(s), None) => s.to_owned(),
+        _ => "<none>".to_owned(),
+    };
+    field(&mut out, "  Encryption", sse);
+    field(&mut out, "  Metadata", pairs("metadata"));
+    field(&mut out, "  Tags", pairs("tags"));
     out.push_str("Status:\n");
     field(&mut out, "  State", text(job, "state"));
     field(&mut out, "  Progress", percent(job));
@@ -326,6 +365,9 @@ mod tests {
             "source_folder": "/data/logs", "destination_bucket": "logs", "pattern": null,
             "error": null, "created_at": "2026-11-28T10:00:00Z", "scanned_at": null,
             "generation": 2, "observed_generation": 2, "managed_by": "api", "manifest": null,
+            "key_prefix": "logs/host-1/", "exclude": ["tmp/**"], "storage_class": "STANDARD_IA",
+            "sse": "aws:kms", "kms_key_id": "alias/logs", "metadata": {"owner": "team-a"},
+            "tags": {},
             "conditions": [{"type": "FilesFailing", "status": "True", "reason": "UploadFailed", "message": "1 file failed"}]
         })
     }
@@ -362,6 +404,12 @@ mod tests {
             "/data/logs",
             "Pattern:",
             "<none>",
+            "  Key Prefix:         \"logs/host-1/\"",
+            "  Exclude:            tmp/**",
+            "  Storage Class:      STANDARD_IA",
+            "  Encryption:         aws:kms (key alias/logs)",
+            "  Metadata:           owner=team-a",
+            "  Tags:               <none>",
             "State:",
             "IN_PROGRESS",
             "FilesFailing",

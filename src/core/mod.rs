@@ -4,6 +4,7 @@ pub mod checksum;
 pub mod diff;
 pub mod md5;
 pub mod model;
+pub mod object;
 pub mod plan;
 pub mod spec;
 pub mod time;

@@ -61,11 +61,18 @@ pub fn part_range(size: u64, part_size: u64, number: u64) -> (u64, u64) {
 pub enum PlanError {
     #[error("the file is {size} bytes; S3 objects can be at most 5 TiB")]
     TooLarge { size: u64 },
+    #[error(
+        "its object key would be {bytes} bytes (key_prefix and path); S3 keys are at most 1024"
+    )]
+    KeyTooLong { bytes: usize },
 }
 
-/// The object key of a file: `{upload_id}/{relative path}`.
-pub fn object_key(upload_id: &str, relative_path: &str) -> String {
-    format!("{upload_id}/{relative_path}")
+/// Whether S3 can hold an object at this key.
+pub fn check_key(key: &str) -> Result<(), PlanError> {
+    if key.len() > super::object::MAX_KEY_BYTES {
+        return Err(PlanError::KeyTooLong { bytes: key.len() });
+    }
+    Ok(())
 }
 
 /// Why a path found under a source folder cannot become part of an object key.
@@ -249,7 +256,11 @@ mod tests {
             Err(KeyPathError::Outside)
         );
         assert_eq!(relative_key_path(root, root), Err(KeyPathError::Outside));
-        assert_eq!(object_key("job-1", "a/b.txt"), "job-1/a/b.txt");
+        assert!(check_key(&"k".repeat(1024)).is_ok());
+        assert_eq!(
+            check_key(&"k".repeat(1025)),
+            Err(PlanError::KeyTooLong { bytes: 1025 })
+        );
     }
 
     #[cfg(unix)]

@@ -1,19 +1,44 @@
 //! What a user asks for: an upload job's spec, and the rules its fields must follow.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
+use super::object::{ObjectOptions, OptionError, default_key_prefix};
+
 /// The longest glob ferry accepts.
 pub const MAX_PATTERN_LEN: usize = 1024;
+/// The most exclude globs a job takes.
+pub const MAX_EXCLUDES: usize = 256;
 
-/// A job's spec after validation: an absolute source folder, a valid bucket, an optional glob.
+/// A spec as written, before validation: the fields of the API's body and of a manifest's spec
+/// (which names them in camelCase). Absent fields take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecFields {
+    pub source_folder: String,
+    pub destination_bucket: String,
+    pub pattern: Option<String>,
+    /// None: `{upload_id}/`.
+    pub key_prefix: Option<String>,
+    pub exclude: Vec<String>,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A job's spec after validation: an absolute source folder, a valid bucket, an optional glob
+/// and the globs it excludes, and how its objects look.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub source_folder: PathBuf,
     pub destination_bucket: BucketName,
     pub pattern: Option<Pattern>,
+    pub exclude: Vec<Pattern>,
+    pub object: ObjectOptions,
 }
 
 /// Why a spec was refused; each message says what is accepted.
@@ -27,6 +52,11 @@ pub enum SpecError {
     InvalidBucket { name: String, reason: &'static str },
     #[error("pattern {pattern:?} is not a valid glob: {reason}")]
     InvalidPattern { pattern: String, reason: String },
+    #[error("exclude: {0}")]
+    InvalidExclude(String),
+    /// key_prefix, storage_class, sse, kms_key_id, metadata or tags.
+    #[error("{}", .0.message)]
+    InvalidObjectOption(OptionError),
 }
 
 impl SpecError {
@@ -36,17 +66,17 @@ impl SpecError {
             SpecError::RelativeSourceFolder(_) | SpecError::EmptySourceFolder => "source_folder",
             SpecError::InvalidBucket { .. } => "destination_bucket",
             SpecError::InvalidPattern { .. } => "pattern",
+            SpecError::InvalidExclude(_) => "exclude",
+            SpecError::InvalidObjectOption(e) => e.field,
         }
     }
 }
 
 impl JobSpec {
-    /// Checks the fields' form; whether the folder exists is the caller's I/O to do.
-    pub fn parse(
-        source_folder: &str,
-        destination_bucket: &str,
-        pattern: Option<&str>,
-    ) -> Result<Self, SpecError> {
+    /// Checks every field's form, for the job `upload_id` (whose name is the default key
+    /// prefix); whether the folder exists is the caller's I/O to do.
+    pub fn parse(upload_id: &str, fields: &SpecFields) -> Result<Self, SpecError> {
+        let source_folder = fields.source_folder.as_str();
         if source_folder.is_empty() {
             return Err(SpecError::EmptySourceFolder);
         }
@@ -54,18 +84,76 @@ impl JobSpec {
         if !folder.is_absolute() {
             return Err(SpecError::RelativeSourceFolder(source_folder.to_owned()));
         }
+        let destination_bucket = BucketName::parse(&fields.destination_bucket)?;
+        let pattern = fields.pattern.as_deref().map(Pattern::parse).transpose()?;
+        if fields.exclude.len() > MAX_EXCLUDES {
+            return Err(SpecError::InvalidExclude(format!(
+                "{} globs given; at most {MAX_EXCLUDES} are accepted",
+                fields.exclude.len()
+            )));
+        }
+        let exclude = fields
+            .exclude
+            .iter()
+            .enumerate()
+            .map(|(i, glob)| {
+                Pattern::parse(glob).map_err(|e| SpecError::InvalidExclude(format!("[{i}] {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let default_prefix = default_key_prefix(upload_id);
+        let object = ObjectOptions::parse(
+            fields.key_prefix.as_deref().unwrap_or(&default_prefix),
+            fields.storage_class.as_deref(),
+            fields.sse.as_deref(),
+            fields.kms_key_id.as_deref(),
+            &fields.metadata,
+            &fields.tags,
+        )
+        .map_err(SpecError::InvalidObjectOption)?;
         Ok(JobSpec {
             source_folder: folder.to_path_buf(),
-            destination_bucket: BucketName::parse(destination_bucket)?,
-            pattern: pattern.map(Pattern::parse).transpose()?,
+            destination_bucket,
+            pattern,
+            exclude,
+            object,
         })
     }
 
-    /// Whether a file at this relative path belongs to the job.
+    /// Whether a file at this relative path belongs to the job: the pattern takes it (or there
+    /// is none) and no exclude does.
     pub fn matches(&self, relative_path: &str) -> bool {
         self.pattern
             .as_ref()
             .is_none_or(|p| p.matches(relative_path))
+            && !self.exclude.iter().any(|e| e.matches(relative_path))
+    }
+
+    /// Whether a folder (its relative path) is excluded whole: an exclude matches the folder's
+    /// own path, so the walk need not enter it. (`tmp/**` excludes every file in tmp, but as
+    /// a glob on files: the folder is still read.)
+    pub fn excludes_folder(&self, relative_path: &str) -> bool {
+        self.exclude.iter().any(|e| e.matches(relative_path))
+    }
+
+    /// The spec written back as fields, every default filled in (the key prefix as it is).
+    pub fn fields(&self) -> SpecFields {
+        let o = &self.object;
+        SpecFields {
+            source_folder: self.source_folder.display().to_string(),
+            destination_bucket: self.destination_bucket.as_str().to_owned(),
+            pattern: self.pattern.as_ref().map(|p| p.as_str().to_owned()),
+            key_prefix: Some(o.key_prefix.clone()),
+            exclude: self.exclude.iter().map(|p| p.as_str().to_owned()).collect(),
+            storage_class: o.storage_class.clone(),
+            sse: o.sse.as_ref().map(|s| s.as_str().to_owned()),
+            kms_key_id: o
+                .sse
+                .as_ref()
+                .and_then(|s| s.kms_key_id())
+                .map(str::to_owned),
+            metadata: o.metadata.clone(),
+            tags: o.tags.clone(),
+        }
     }
 }
 
@@ -371,17 +459,67 @@ mod tests {
         }
     }
 
+    fn fields(folder: &str, bucket: &str, pattern: Option<&str>) -> SpecFields {
+        SpecFields {
+            source_folder: folder.into(),
+            destination_bucket: bucket.into(),
+            pattern: pattern.map(str::to_owned),
+            ..SpecFields::default()
+        }
+    }
+
     #[test]
     fn spec_needs_an_absolute_folder() {
-        let e = JobSpec::parse("data/in", "bucket", None).unwrap_err();
+        let e = JobSpec::parse("j", &fields("data/in", "bucket", None)).unwrap_err();
         assert_eq!(e, SpecError::RelativeSourceFolder("data/in".into()));
         assert_eq!(e.field(), "source_folder");
-        assert!(JobSpec::parse("", "bucket", None).is_err());
-        let spec = JobSpec::parse("/data/in", "bucket", Some("**/*.csv")).unwrap();
+        assert!(JobSpec::parse("j", &fields("", "bucket", None)).is_err());
+        let spec = JobSpec::parse("j", &fields("/data/in", "bucket", Some("**/*.csv"))).unwrap();
         assert!(spec.matches("x/y.csv"));
         assert!(!spec.matches("x/y.txt"));
-        let spec = JobSpec::parse("/data/in", "bucket", None).unwrap();
+        let spec = JobSpec::parse("j", &fields("/data/in", "bucket", None)).unwrap();
         assert!(spec.matches("anything/at/all"));
+        assert_eq!(spec.object.key("a.txt"), "j/a.txt");
+    }
+
+    #[test]
+    fn excludes_take_files_out_and_bad_ones_name_their_index() {
+        let mut f = fields("/data/in", "bucket", Some("**/*.log"));
+        f.exclude = vec!["tmp/**".into(), "**/*.debug.log".into()];
+        let spec = JobSpec::parse("j", &f).unwrap();
+        assert!(spec.matches("app/a.log"));
+        assert!(!spec.matches("tmp/a.log"));
+        assert!(!spec.matches("app/a.debug.log"));
+        assert!(!spec.matches("app/a.txt"));
+        f.exclude = vec!["ok/*".into(), "[".into()];
+        let e = JobSpec::parse("j", &f).unwrap_err();
+        assert_eq!(e.field(), "exclude");
+        assert!(e.to_string().starts_with("exclude: [1] "), "{e}");
+    }
+
+    #[test]
+    fn fields_round_trip_with_the_defaults_filled_in() {
+        let mut f = fields("/data/in", "bucket", None);
+        f.storage_class = Some("STANDARD_IA".into());
+        f.sse = Some("aws:kms".into());
+        f.kms_key_id = Some("alias/k".into());
+        f.tags.insert("team".into(), "a".into());
+        let spec = JobSpec::parse("job", &f).unwrap();
+        let back = spec.fields();
+        assert_eq!(back.key_prefix.as_deref(), Some("job/"));
+        assert_eq!(
+            SpecFields {
+                key_prefix: None,
+                ..back.clone()
+            },
+            f
+        );
+        assert_eq!(JobSpec::parse("job", &back).unwrap().fields(), back);
+        f.storage_class = Some("COLD".into());
+        assert_eq!(
+            JobSpec::parse("job", &f).unwrap_err().field(),
+            "storage_class"
+        );
     }
 
     #[test]

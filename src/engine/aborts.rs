@@ -19,6 +19,10 @@ const MAX_ABORT_ATTEMPTS: i64 = 10;
 
 /// Queues for abort every open multipart upload under a job's prefix that the store does not
 /// know: orphans cost money and stay invisible in listings.
+///
+/// Only keys the job could have begun are taken: under its prefix, and naming a path its
+/// pattern and excludes take. A prefix the user chose (`logs/`, or `""`) may hold another
+/// writer's uploads, which are not ferry's to abort.
 pub(super) async fn sweep_orphans(ctx: &Context) {
     let jobs = match ctx.store.list_jobs().await {
         Ok(jobs) => jobs,
@@ -29,7 +33,10 @@ pub(super) async fn sweep_orphans(ctx: &Context) {
     };
     let mut queued = 0;
     for job in jobs {
-        let prefix = crate::core::plan::object_key(&job.id, "");
+        let Ok(Ok(spec)) = job.spec() else {
+            continue; // an invalid spec is the scan's to report
+        };
+        let prefix = spec.object.key_prefix.clone();
         let open = match ctx
             .s3
             .list_multipart_uploads(&job.destination_bucket, &prefix)
@@ -58,11 +65,23 @@ pub(super) async fn sweep_orphans(ctx: &Context) {
                 return;
             }
         };
-        for upload in open.into_iter().filter(|u| !known.contains(&u.upload_id)) {
+        let ours = |key: &str| {
+            key.strip_prefix(prefix.as_str())
+                .is_some_and(|path| spec.matches(path))
+        };
+        for upload in open
+            .into_iter()
+            .filter(|u| !known.contains(&u.upload_id) && ours(&u.key))
+        {
             tracing::info!(upload_id = %job.id, key = %upload.key, "an orphaned multipart upload is aborted");
             match ctx
                 .store
-                .queue_abort(&upload.upload_id, &job.destination_bucket, &upload.key)
+                .queue_abort(
+                    &job.id,
+                    &upload.upload_id,
+                    &job.destination_bucket,
+                    &upload.key,
+                )
                 .await
             {
                 Ok(()) => queued += 1,

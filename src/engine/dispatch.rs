@@ -3,7 +3,7 @@
 //! failure by what `record_failure` decides). Outcomes the database would not take are kept and
 //! written again.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,31 +15,31 @@ use super::{Context, stopped};
 use crate::core::model::{job_state, progress};
 use crate::store::ClaimedFile;
 
-/// The object keys of the uploads running: no second upload of a key may start while one runs,
-/// or the older could complete last and leave its bytes in S3. A key is `{upload_id}/{path}`, so
-/// the keys also tell which jobs have uploads running.
+/// The uploads running, by `{bucket}/{key}` with their job: no second upload of an object may
+/// start while one runs, or the older could complete last and leave its bytes in S3.
 #[derive(Default)]
-pub(super) struct Running(Mutex<HashSet<String>>);
+pub(super) struct Running(Mutex<HashMap<String, String>>);
 
 impl Running {
     fn started(&self, file: &ClaimedFile) {
-        let key = crate::core::plan::object_key(&file.upload_id, &file.path);
-        self.0.lock().expect("running lock").insert(key);
+        self.0
+            .lock()
+            .expect("running lock")
+            .insert(file.location(), file.upload_id.clone());
     }
 
     /// Counts an upload out; true when it was its job's last one running.
     fn finished(&self, file: &ClaimedFile) -> bool {
         let mut keys = self.0.lock().expect("running lock");
-        keys.remove(&crate::core::plan::object_key(&file.upload_id, &file.path));
-        let job_prefix = crate::core::plan::object_key(&file.upload_id, "");
-        !keys.iter().any(|k| k.starts_with(&job_prefix))
+        keys.remove(&file.location());
+        !keys.values().any(|job| *job == file.upload_id)
     }
 
     fn keys(&self) -> Vec<String> {
         self.0
             .lock()
             .expect("running lock")
-            .iter()
+            .keys()
             .cloned()
             .collect()
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Context, stopped};
+use crate::core::spec::JobSpec;
 use crate::manifest::{DeclaredJob, MAX_MANIFEST_BYTES, ManifestError, parse_file};
 use crate::store::{Applied, Origin, StoreError};
 use crate::watch::FolderWatcher;
@@ -106,7 +107,7 @@ pub async fn sync(ctx: &Context, folder: &Path) {
     let mut applied = BTreeMap::new();
     for job in jobs.values() {
         if !ctx.settings.allowed_roots.is_empty() {
-            let inside = tokio::fs::canonicalize(&job.source_folder)
+            let inside = tokio::fs::canonicalize(&job.fields.source_folder)
                 .await
                 .is_ok_and(|c| crate::core::spec::within_roots(&c, &ctx.settings.allowed_roots));
             if !inside {
@@ -114,21 +115,22 @@ pub async fn sync(ctx: &Context, folder: &Path) {
                     &job.source,
                     format!(
                         "spec.sourceFolder {:?} does not exist or lies outside FERRY_ALLOWED_ROOTS",
-                        job.source_folder
+                        job.fields.source_folder
                     ),
                 ));
                 continue;
             }
         }
+        let spec = match JobSpec::parse(&job.name, &job.fields) {
+            Ok(spec) => spec,
+            Err(e) => {
+                errors.push(error_at(&job.source, format!("spec: {e}")));
+                continue;
+            }
+        };
         let result = ctx
             .store
-            .apply_job(
-                &job.name,
-                &job.source_folder,
-                &job.destination_bucket,
-                job.pattern.as_deref(),
-                Origin::Manifest(&job.source),
-            )
+            .apply_job(&job.name, &spec, Origin::Manifest(&job.source))
             .await;
         match result {
             Ok((outcome, row)) => {
@@ -146,6 +148,9 @@ pub async fn sync(ctx: &Context, folder: &Path) {
                         "a job named {name:?} already exists and is declared by {owner}; rename one of them"
                     ),
                 ));
+            }
+            Err(e @ StoreError::Overlap { .. }) => {
+                errors.push(error_at(&job.source, format!("spec.keyPrefix: {e}")));
             }
             Err(e) => tracing::error!(upload_id = %job.name, error = %e, "cannot apply a manifest"),
         }

@@ -13,7 +13,6 @@ use tracing::Instrument;
 use super::{Context, now_rfc3339, stopped};
 use crate::core::diff::Differ;
 use crate::core::model::Blocker;
-use crate::core::spec::JobSpec;
 use crate::s3::ErrorKind;
 
 /// How many changes a scan gathers before writing them in one transaction.
@@ -218,11 +217,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         return Ok(Reconciled::Done); // deleted meanwhile
     };
     let started = Instant::now();
-    let spec = match JobSpec::parse(
-        &job.source_folder,
-        &job.destination_bucket,
-        job.pattern.as_deref(),
-    ) {
+    let spec = match job.spec()? {
         Ok(spec) => spec,
         Err(e) => {
             ctx.store

@@ -6,7 +6,6 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::uploads::drop_parts;
 use super::{Result, Store, to_u64};
-use crate::core::plan::object_key;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AbortsGivenUp {
@@ -86,19 +85,20 @@ impl Store {
         Ok((to_u64(waiting), to_u64(given_up)))
     }
 
-    /// The multipart uploads that could not be aborted, by the job their key is under (its
-    /// upload id, the key's first segment), with the store's last answer: of one job, or of
-    /// every job in one statement (a list of jobs must not cost a query per job).
+    /// The multipart uploads that could not be aborted, by the job they were queued for (rows
+    /// queued before migration 0007 have no job: their key's first segment is its id), with the
+    /// store's last answer: of one job, or of every job in one statement (a list of jobs must
+    /// not cost a query per job).
     pub async fn aborts_given_up(
         &self,
         job_id: Option<&str>,
     ) -> Result<HashMap<String, AbortsGivenUp>> {
         let rows = sqlx::query_as::<_, (String, i64, Option<String>)>(
-            "SELECT substr(key, 1, instr(key, '/') - 1) AS job, COUNT(*), MAX(last_error)
+            "SELECT COALESCE(upload_job_id, substr(key, 1, instr(key, '/') - 1)) AS job,
+                COUNT(*), MAX(last_error)
              FROM pending_aborts
              WHERE given_up_at IS NOT NULL
-                AND (?1 IS NULL OR substr(key, 1, length(?1) + 1) = ?1 || '/')
-             GROUP BY job",
+             GROUP BY job HAVING ?1 IS NULL OR job = ?1",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -117,10 +117,17 @@ impl Store {
             .collect())
     }
 
-    /// Queues an upload for abort outside any file (one whose row vanished under its uploader).
-    pub async fn queue_abort(&self, upload: &str, bucket: &str, key: &str) -> Result<()> {
+    /// Queues an upload of a job for abort outside any file (one whose row vanished under its
+    /// uploader, or an orphan the sweep found).
+    pub async fn queue_abort(
+        &self,
+        job_id: &str,
+        upload: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        queue_abort(&mut tx, upload, bucket, key).await?;
+        queue_abort(&mut tx, job_id, upload, bucket, key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -134,17 +141,18 @@ pub(super) async fn release_multipart(
     bucket: &str,
 ) -> Result<()> {
     let open = sqlx::query_as::<_, (String, String)>(
-        "SELECT path, multipart_upload_id FROM files
-         WHERE id = ? AND multipart_upload_id IS NOT NULL",
+        "SELECT j.key_prefix || f.path, f.multipart_upload_id
+         FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+         WHERE f.id = ? AND f.multipart_upload_id IS NOT NULL",
     )
     .bind(file_id)
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some((path, upload)) = open {
-        queue_abort(tx, &upload, bucket, &object_key(job_id, &path)).await?;
+    if let Some((key, upload)) = open {
+        queue_abort(tx, job_id, &upload, bucket, &key).await?;
         sqlx::query(
             "UPDATE files SET multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
-                bytes_sent = 0 WHERE id = ?",
+                upload_settings = NULL, bytes_sent = 0 WHERE id = ?",
         )
         .bind(file_id)
         .execute(&mut **tx)
@@ -155,36 +163,41 @@ pub(super) async fn release_multipart(
 }
 
 /// Queues every open multipart upload of a job for abort, in the caller's transaction (the job is
-/// being deleted, or moved to another folder or bucket).
+/// being deleted, or its objects are to look otherwise: before the job's row changes, so that
+/// each key is the one its upload was begun under).
 pub(super) async fn queue_job_aborts(
     tx: &mut Transaction<'static, Sqlite>,
     id: &str,
     bucket: &str,
 ) -> Result<()> {
     let open = sqlx::query_as::<_, (String, String)>(
-        "SELECT path, multipart_upload_id FROM files
-         WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL",
+        "SELECT j.key_prefix || f.path, f.multipart_upload_id
+         FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+         WHERE f.upload_job_id = ? AND f.multipart_upload_id IS NOT NULL",
     )
     .bind(id)
     .fetch_all(&mut **tx)
     .await?;
-    for (path, upload) in open {
-        queue_abort(tx, &upload, bucket, &object_key(id, &path)).await?;
+    for (key, upload) in open {
+        queue_abort(tx, id, &upload, bucket, &key).await?;
     }
     Ok(())
 }
 
 async fn queue_abort(
     tx: &mut Transaction<'static, Sqlite>,
+    job_id: &str,
     upload: &str,
     bucket: &str,
     key: &str,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO pending_aborts (multipart_upload_id, bucket, key) VALUES (?, ?, ?)
+        "INSERT INTO pending_aborts (multipart_upload_id, upload_job_id, bucket, key)
+         VALUES (?, ?, ?, ?)
          ON CONFLICT (multipart_upload_id) DO NOTHING",
     )
     .bind(upload)
+    .bind(job_id)
     .bind(bucket)
     .bind(key)
     .execute(&mut **tx)

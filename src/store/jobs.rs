@@ -5,9 +5,12 @@ use std::str::FromStr;
 
 use sqlx::FromRow;
 
+use sqlx::{Sqlite, Transaction};
+
 use super::aborts::queue_job_aborts;
 use super::{Result, Store, StoreError, to_u64};
 use crate::core::model::{Blocker, FileState, FileTally, JobFacts, StateTally};
+use crate::core::spec::{JobSpec, SpecError, SpecFields};
 
 /// A job as stored.
 #[derive(Debug, Clone, FromRow)]
@@ -31,6 +34,67 @@ pub struct JobRow {
     pub manifest_source: Option<String>,
     /// What the last scan could not read of the folder (one `path: error` a line), if anything.
     pub walk_error: Option<String>,
+    /// The key prefix, the default (`{id}/`) written out.
+    pub key_prefix: String,
+    /// A JSON array of globs.
+    pub exclude: String,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// A JSON object of strings.
+    pub metadata: String,
+    /// A JSON object of strings.
+    pub tags: String,
+}
+
+/// A spec as its columns hold it.
+struct Columns {
+    source_folder: String,
+    bucket: String,
+    pattern: Option<String>,
+    key_prefix: String,
+    exclude: String,
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    metadata: String,
+    tags: String,
+}
+
+impl Columns {
+    fn of(spec: &JobSpec) -> Self {
+        let f = spec.fields();
+        let json = |v: serde_json::Value| v.to_string();
+        Columns {
+            source_folder: f.source_folder,
+            bucket: f.destination_bucket,
+            pattern: f.pattern,
+            key_prefix: f.key_prefix.unwrap_or_default(),
+            exclude: json(serde_json::json!(f.exclude)),
+            storage_class: f.storage_class,
+            sse: f.sse,
+            kms_key_id: f.kms_key_id,
+            metadata: json(serde_json::json!(f.metadata)),
+            tags: json(serde_json::json!(f.tags)),
+        }
+    }
+
+    /// Whether the objects would look otherwise: another bucket, prefix, class, encryption,
+    /// metadata or tags (or another folder, whose files are other files).
+    fn moves_objects(&self, job: &JobRow) -> bool {
+        job.source_folder != self.source_folder
+            || job.destination_bucket != self.bucket
+            || job.key_prefix != self.key_prefix
+            || job.storage_class != self.storage_class
+            || job.sse != self.sse
+            || job.kms_key_id != self.kms_key_id
+            || job.metadata != self.metadata
+            || job.tags != self.tags
+    }
+
+    fn same(&self, job: &JobRow) -> bool {
+        !self.moves_objects(job) && job.pattern == self.pattern && job.exclude == self.exclude
+    }
 }
 
 /// Who declares a job.
@@ -74,6 +138,30 @@ impl JobRow {
         Some((kind, message))
     }
 
+    /// The spec as written in its columns, every default filled in.
+    pub fn fields(&self) -> Result<SpecFields> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("job {:?}: {what}: {e}", self.id))
+        };
+        Ok(SpecFields {
+            source_folder: self.source_folder.clone(),
+            destination_bucket: self.destination_bucket.clone(),
+            pattern: self.pattern.clone(),
+            key_prefix: Some(self.key_prefix.clone()),
+            exclude: serde_json::from_str(&self.exclude).map_err(|e| corrupt("exclude", e))?,
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            kms_key_id: self.kms_key_id.clone(),
+            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
+            tags: serde_json::from_str(&self.tags).map_err(|e| corrupt("tags", e))?,
+        })
+    }
+
+    /// The spec, validated again (the rules may have grown since it was stored).
+    pub fn spec(&self) -> Result<std::result::Result<JobSpec, SpecError>> {
+        Ok(JobSpec::parse(&self.id, &self.fields()?))
+    }
+
     pub fn facts(&self) -> JobFacts {
         JobFacts {
             scanned: self.scanned_at.is_some(),
@@ -84,45 +172,31 @@ impl JobRow {
 }
 
 impl Store {
-    pub async fn create_job(
-        &self,
-        id: &str,
-        source_folder: &str,
-        bucket: &str,
-        pattern: Option<&str>,
-    ) -> Result<JobRow> {
-        let row = sqlx::query_as::<_, JobRow>(
-            "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern)
-             VALUES (?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING *",
-        )
-        .bind(id)
-        .bind(source_folder)
-        .bind(bucket)
-        .bind(pattern)
-        // All rows, not the first: SQLite commits an autocommit statement when it steps to its
-        // end, and a statement reset after its first row reports a failed commit (a full disk)
-        // to nobody. The job would be answered 201 and never stored.
-        .fetch_all(&self.writer)
-        .await?;
-        row.into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Conflict(id.to_owned()))
+    /// Records a new job. Refused when the id is taken, or when another job's key prefix in the
+    /// same bucket overlaps this one's.
+    pub async fn create_job(&self, id: &str, spec: &JobSpec) -> Result<JobRow> {
+        let c = Columns::of(spec);
+        let mut tx = self.write_tx().await?;
+        check_overlap(&mut tx, id, &c).await?;
+        let row = insert_job(&mut tx, id, &c, Origin::Api)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(id.to_owned()))?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Creates the job `id` with this spec, or brings an existing one to it (PUT semantics).
-    /// A changed folder or bucket forgets the job's files (their open multipart uploads are
-    /// queued for abort) so that the next scan takes them all again; a changed pattern is left
-    /// to the scan's diff.
+    /// A change to how its objects look (the folder, bucket, key prefix, class, encryption,
+    /// metadata or tags) forgets the job's files (their open multipart uploads are queued for
+    /// abort) so that the next scan uploads them all again; a changed pattern or exclude is left
+    /// to the scan's diff. Refused when another job's prefix in the bucket overlaps.
     pub async fn apply_job(
         &self,
         id: &str,
-        source_folder: &str,
-        bucket: &str,
-        pattern: Option<&str>,
+        spec: &JobSpec,
         origin: Origin<'_>,
     ) -> Result<(Applied, JobRow)> {
+        let c = Columns::of(spec);
         let mut tx = self.write_tx().await?;
         let existing = sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs WHERE id = ?")
             .bind(id)
@@ -144,28 +218,15 @@ impl Store {
                 owner,
             });
         }
+        if existing.as_ref().is_none_or(|job| !c.same(job)) {
+            check_overlap(&mut tx, id, &c).await?;
+        }
         let applied = match &existing {
             None => {
-                sqlx::query(
-                    "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern,
-                        managed_by, manifest_source)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id)
-                .bind(source_folder)
-                .bind(bucket)
-                .bind(pattern)
-                .bind(origin.as_str())
-                .bind(source)
-                .execute(&mut *tx)
-                .await?;
+                insert_job(&mut tx, id, &c, origin).await?;
                 Applied::Created
             }
-            Some(job)
-                if job.source_folder == source_folder
-                    && job.destination_bucket == bucket
-                    && job.pattern.as_deref() == pattern =>
-            {
+            Some(job) if c.same(job) => {
                 if job.manifest_source.as_deref() != source {
                     // Moved to another file or document: the spec is the same.
                     sqlx::query("UPDATE upload_jobs SET manifest_source = ? WHERE id = ?")
@@ -177,7 +238,7 @@ impl Store {
                 Applied::Unchanged
             }
             Some(job) => {
-                let reset = job.source_folder != source_folder || job.destination_bucket != bucket;
+                let reset = c.moves_objects(job);
                 if reset {
                     queue_job_aborts(&mut tx, id, &job.destination_bucket).await?;
                     sqlx::query("DELETE FROM files WHERE upload_job_id = ?")
@@ -187,13 +248,22 @@ impl Store {
                 }
                 sqlx::query(
                     "UPDATE upload_jobs SET source_folder = ?, destination_bucket = ?, pattern = ?,
+                        key_prefix = ?, exclude = ?, storage_class = ?, sse = ?, kms_key_id = ?,
+                        metadata = ?, tags = ?,
                         manifest_source = ?, generation = generation + 1, error = NULL,
                         error_reason = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?",
                 )
-                .bind(source_folder)
-                .bind(bucket)
-                .bind(pattern)
+                .bind(&c.source_folder)
+                .bind(&c.bucket)
+                .bind(&c.pattern)
+                .bind(&c.key_prefix)
+                .bind(&c.exclude)
+                .bind(&c.storage_class)
+                .bind(&c.sse)
+                .bind(&c.kms_key_id)
+                .bind(&c.metadata)
+                .bind(&c.tags)
                 .bind(source)
                 .bind(id)
                 .execute(&mut *tx)
@@ -333,5 +403,66 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// Inserts a job; None when the id is taken.
+async fn insert_job(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: &str,
+    c: &Columns,
+    origin: Origin<'_>,
+) -> Result<Option<JobRow>> {
+    let source = match origin {
+        Origin::Manifest(source) => Some(source),
+        Origin::Api => None,
+    };
+    Ok(sqlx::query_as::<_, JobRow>(
+        "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern, key_prefix,
+            exclude, storage_class, sse, kms_key_id, metadata, tags, managed_by, manifest_source)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING *",
+    )
+    .bind(id)
+    .bind(&c.source_folder)
+    .bind(&c.bucket)
+    .bind(&c.pattern)
+    .bind(&c.key_prefix)
+    .bind(&c.exclude)
+    .bind(&c.storage_class)
+    .bind(&c.sse)
+    .bind(&c.kms_key_id)
+    .bind(&c.metadata)
+    .bind(&c.tags)
+    .bind(origin.as_str())
+    .bind(source)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Refuses a spec whose key prefix overlaps another job's in the same bucket: one job could
+/// overwrite the other's objects (and, pruning, delete them).
+async fn check_overlap(tx: &mut Transaction<'static, Sqlite>, id: &str, c: &Columns) -> Result<()> {
+    let other = sqlx::query_as::<_, (String, String)>(
+        "SELECT id, key_prefix FROM upload_jobs
+         WHERE destination_bucket = ?1 AND id != ?2
+            AND (substr(?3, 1, length(key_prefix)) = key_prefix
+                 OR substr(key_prefix, 1, length(?3)) = ?3)
+         ORDER BY id LIMIT 1",
+    )
+    .bind(&c.bucket)
+    .bind(id)
+    .bind(&c.key_prefix)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match other {
+        None => Ok(()),
+        Some((other, other_prefix)) => Err(StoreError::Overlap {
+            bucket: c.bucket.clone(),
+            prefix: c.key_prefix.clone(),
+            other,
+            other_prefix,
+        }),
     }
 }

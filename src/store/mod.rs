@@ -44,6 +44,15 @@ pub enum StoreError {
     Conflict(String),
     #[error("the job {name:?} is declared by {owner}; change it there")]
     Owned { name: String, owner: String },
+    #[error(
+        "key_prefix {prefix:?} overlaps the prefix {other_prefix:?} of the job {other:?} in bucket {bucket:?}: one job could overwrite the other's objects; give each job a prefix of its own"
+    )]
+    Overlap {
+        bucket: String,
+        prefix: String,
+        other: String,
+        other_prefix: String,
+    },
 }
 
 impl StoreError {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::core::diff::SeenFile;
 use crate::core::model::{Blocker, FileState};
+use crate::core::spec::{JobSpec, SpecFields};
 
 /// The tallies triggers keep (migration 0005) against a count over the files themselves.
 async fn assert_tallies_agree(store: &Store) {
@@ -22,10 +23,25 @@ async fn assert_tallies_agree(store: &Store) {
     }
 }
 
+/// A spec of the job `id`, with `edit` applied to its fields.
+fn spec_with(id: &str, folder: &str, bucket: &str, edit: impl FnOnce(&mut SpecFields)) -> JobSpec {
+    let mut fields = SpecFields {
+        source_folder: folder.into(),
+        destination_bucket: bucket.into(),
+        ..SpecFields::default()
+    };
+    edit(&mut fields);
+    JobSpec::parse(id, &fields).unwrap()
+}
+
+fn spec(id: &str, folder: &str, bucket: &str) -> JobSpec {
+    spec_with(id, folder, bucket, |_| {})
+}
+
 async fn store_with_job() -> Store {
     let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
     store
-        .create_job("job", "/src", "bucket", None)
+        .create_job("job", &spec("job", "/src", "bucket"))
         .await
         .unwrap();
     store
@@ -36,6 +52,7 @@ fn open(id: &str) -> OpenUpload {
         multipart_upload_id: id.into(),
         part_size: 5,
         checksum: "crc32c".into(),
+        settings: None,
     }
 }
 
@@ -84,9 +101,127 @@ async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
 #[tokio::test]
 async fn a_job_id_is_taken_once() {
     let store = store_with_job().await;
-    let again = store.create_job("job", "/other", "bucket", None).await;
+    let again = store
+        .create_job("job", &spec("job", "/other", "bucket"))
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(id)) if id == "job"));
     assert_tallies_agree(&store).await;
+}
+
+#[tokio::test]
+async fn key_prefixes_in_one_bucket_must_not_overlap() {
+    let store = store_with_job().await; // job/ in bucket
+    let prefixed = |id: &str, bucket: &str, prefix: &str| {
+        let prefix = prefix.to_owned();
+        spec_with(id, "/src", bucket, move |f| f.key_prefix = Some(prefix))
+    };
+    for (id, prefix) in [("a", "job/sub/"), ("b", "jo"), ("c", "")] {
+        let refused = store.create_job(id, &prefixed(id, "bucket", prefix)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Overlap { other, .. }) if other == "job"),
+            "{prefix:?}: {refused:?}"
+        );
+        let put = store
+            .apply_job(id, &prefixed(id, "bucket", prefix), Origin::Api)
+            .await;
+        assert!(matches!(put, Err(StoreError::Overlap { .. })), "{prefix:?}");
+    }
+    // Another bucket, or a prefix beside it, is fine; so is the job itself, changed.
+    store
+        .create_job("d", &prefixed("d", "other-bucket", ""))
+        .await
+        .unwrap();
+    store
+        .create_job("e", &prefixed("e", "bucket", "job-2/"))
+        .await
+        .unwrap();
+    let (applied, _) = store
+        .apply_job("job", &prefixed("job", "bucket", "job/v2/"), Origin::Api)
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Updated { reset: true });
+    // And no job was stored by a refusal.
+    assert_eq!(store.job_ids().await.unwrap(), ["job", "d", "e"]);
+}
+
+#[tokio::test]
+async fn a_change_to_how_objects_look_uploads_every_file_again() {
+    let store = store_with_job().await;
+    add_files(&store, "job", &[seen("a", 1, 1), seen("b", 2, 1)]).await;
+    let claimed = store.claim_files(2, &[]).await.unwrap();
+    assert_eq!(claimed[0].key(), "job/a");
+    assert_eq!(claimed[0].location(), "bucket/job/a");
+    store
+        .set_multipart_upload(claimed[0].version(), &open("mpu-a"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_uploaded(claimed[1].version(), None)
+            .await
+            .unwrap()
+    );
+    type Edit = fn(&mut SpecFields);
+    let edits: [(Edit, bool); 7] = [
+        (|f| f.pattern = Some("*".into()), false),
+        (|f| f.exclude = vec!["*.tmp".into()], false),
+        (|f| f.storage_class = Some("STANDARD_IA".into()), true),
+        (|f| f.sse = Some("AES256".into()), true),
+        (
+            |f| {
+                f.metadata.insert("owner".into(), "a".into());
+            },
+            true,
+        ),
+        (
+            |f| {
+                f.tags.insert("team".into(), "a".into());
+            },
+            true,
+        ),
+        (|f| f.key_prefix = Some("moved/".into()), true),
+    ];
+    for (edit, resets) in edits {
+        add_files(&store, "job", &[seen("a", 1, 1)]).await;
+        let before = store.job_tally("job").await.unwrap().total_files();
+        let (applied, row) = store
+            .apply_job(
+                "job",
+                &spec_with("job", "/src", "bucket", edit),
+                Origin::Api,
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Updated { reset: resets }, "{row:?}");
+        let after = store.job_tally("job").await.unwrap().total_files();
+        assert_eq!(after == 0, resets, "{before} -> {after}: {row:?}");
+        // The same spec again changes nothing.
+        let (again, _) = store
+            .apply_job(
+                "job",
+                &spec_with("job", "/src", "bucket", edit),
+                Origin::Api,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, Applied::Unchanged);
+        // Back to the plain spec for the next edit.
+        store
+            .apply_job("job", &spec("job", "/src", "bucket"), Origin::Api)
+            .await
+            .unwrap();
+    }
+    // The open upload was queued for abort under the key it was begun with, for its job.
+    let queued: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT key, upload_job_id FROM pending_aborts")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, [("job/a".to_owned(), Some("job".to_owned()))]);
+    let row = store.get_job("job").await.unwrap().unwrap();
+    let fields = row.fields().unwrap();
+    assert_eq!(fields.key_prefix.as_deref(), Some("job/"));
+    assert!(row.spec().unwrap().is_ok());
 }
 
 #[tokio::test]
@@ -121,7 +256,7 @@ async fn several_files_are_claimed_at_once_oldest_first_each_once() {
         ["f0", "f1", "f2"]
     );
     // A file whose older upload still runs is left until it ends.
-    let busy = ["job/f3".to_owned()];
+    let busy = ["bucket/job/f3".to_owned()];
     assert_eq!(paths(store.claim_files(3, &busy).await.unwrap()), ["f4"]);
     assert_eq!(paths(store.claim_files(3, &[]).await.unwrap()), ["f3"]);
     assert!(store.claim_files(3, &[]).await.unwrap().is_empty());
@@ -451,7 +586,7 @@ async fn removed_files_leave_the_count() {
 async fn the_tallies_follow_every_change_to_the_files() {
     let store = store_with_job().await;
     store
-        .create_job("other", "/o", "bucket", None)
+        .create_job("other", &spec("other", "/o", "bucket"))
         .await
         .unwrap();
     let files = [
@@ -506,7 +641,7 @@ async fn the_tallies_follow_every_change_to_the_files() {
     removed_from_disk(&store, recorded["d"].file_id).await;
     assert_tallies_agree(&store).await;
     store
-        .apply_job("job", "/elsewhere", "bucket", None, Origin::Api)
+        .apply_job("job", &spec("job", "/elsewhere", "bucket"), Origin::Api)
         .await
         .unwrap();
     assert_tallies_agree(&store).await;
@@ -547,6 +682,10 @@ fn released_migrations_are_never_edited() {
         (
             5,
             "21bb386283225f5d2c3a031ac6105e474772d4bbb9c079e528c3549312dd39187b8edf4d40b420dd5281b21907bfbd8a",
+        ),
+        (
+            6,
+            "767c32b0cc8aea01a74fb249b2e7a53869efdeb93dc6143cc622f7ffaad536479b6e2b21dc4cb41c8c9e0b456664d267",
         ),
     ];
     let migrator = sqlx::migrate!("./migrations");

@@ -8,9 +8,11 @@ use std::time::Duration;
 use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::aborts::release_multipart;
-use super::{Result, Store, now_ms, to_i64, to_u64};
+use super::{Result, Store, StoreError, now_ms, to_i64, to_u64};
+use crate::core::object::ObjectOptions;
 use crate::core::plan::settle_due;
 
+/// A file taken for upload, with what the uploader needs of its job.
 #[derive(Debug, Clone)]
 pub struct ClaimedFile {
     pub file_id: i64,
@@ -20,6 +22,8 @@ pub struct ClaimedFile {
     pub mtime_ns: i64,
     pub source_folder: PathBuf,
     pub bucket: String,
+    /// How the job's objects look: the key prefix, class, encryption, metadata, tags.
+    pub object: ObjectOptions,
     pub attempt: i64,
     /// The multipart upload left open by an earlier attempt, to resume.
     pub resume: Option<OpenUpload>,
@@ -32,6 +36,9 @@ pub struct OpenUpload {
     pub part_size: u64,
     /// The checksum algorithm it was begun with (FERRY_CHECKSUM then).
     pub checksum: String,
+    /// What it was begun with besides its key ([`ObjectOptions::fingerprint`]); None for an
+    /// upload begun before ferry had object options (so, with none).
+    pub settings: Option<String>,
 }
 
 /// A part S3 acknowledged.
@@ -54,6 +61,16 @@ pub struct FileVersion {
 }
 
 impl ClaimedFile {
+    /// The object key: the job's prefix and the file's path.
+    pub fn key(&self) -> String {
+        self.object.key(&self.path)
+    }
+
+    /// `{bucket}/{key}`: the object, whatever job uploads it (a bucket name has no '/').
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.bucket, self.key())
+    }
+
     pub fn version(&self) -> FileVersion {
         FileVersion {
             file_id: self.file_id,
@@ -74,8 +91,38 @@ struct ClaimRow {
     multipart_upload_id: Option<String>,
     part_size: Option<i64>,
     checksum: Option<String>,
+    upload_settings: Option<String>,
     source_folder: String,
     bucket: String,
+    key_prefix: String,
+    storage_class: Option<String>,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
+    metadata: String,
+    tags: String,
+}
+
+impl ClaimRow {
+    fn object(&self) -> Result<ObjectOptions> {
+        let corrupt = |what: String| {
+            StoreError::Corrupt(format!(
+                "the object options of job {:?}: {what}",
+                self.upload_job_id
+            ))
+        };
+        let json = |text: &str| {
+            serde_json::from_str(text).map_err(|e: serde_json::Error| corrupt(e.to_string()))
+        };
+        ObjectOptions::parse(
+            &self.key_prefix,
+            self.storage_class.as_deref(),
+            self.sse.as_deref(),
+            self.kms_key_id.as_deref(),
+            &json(&self.metadata)?,
+            &json(&self.tags)?,
+        )
+        .map_err(|e| corrupt(e.message))
+    }
 }
 
 impl Store {
@@ -86,8 +133,8 @@ impl Store {
     }
 
     /// Takes up to `limit` of the oldest PENDING files that are due (no retry pending) of jobs
-    /// that are not blocked, and marks them IN_PROGRESS; oldest first. Files whose object key
-    /// (`{upload_job_id}/{path}`) is in `busy` are left: an upload of an older version of them
+    /// that are not blocked, and marks them IN_PROGRESS; oldest first. Files whose object
+    /// (`{bucket}/{key_prefix}{path}`) is in `busy` are left: an upload of an older version of them
     /// is still running, and a second upload of the same key must not race it.
     ///
     /// One statement, so one round trip to the writer and atomic by itself.
@@ -104,12 +151,19 @@ impl Store {
                 SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
                 WHERE f.state = 'PENDING' AND j.error IS NULL
                   AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= ?)
-                  AND f.upload_job_id || '/' || f.path NOT IN (SELECT value FROM json_each(?))
+                  AND j.destination_bucket || '/' || j.key_prefix || f.path
+                    NOT IN (SELECT value FROM json_each(?))
                 ORDER BY f.id LIMIT CAST(? AS INTEGER))
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
-                multipart_upload_id, part_size, checksum,
+                multipart_upload_id, part_size, checksum, upload_settings,
                 (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
-                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket",
+                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket,
+                (SELECT key_prefix FROM upload_jobs WHERE id = upload_job_id) AS key_prefix,
+                (SELECT storage_class FROM upload_jobs WHERE id = upload_job_id) AS storage_class,
+                (SELECT sse FROM upload_jobs WHERE id = upload_job_id) AS sse,
+                (SELECT kms_key_id FROM upload_jobs WHERE id = upload_job_id) AS kms_key_id,
+                (SELECT metadata FROM upload_jobs WHERE id = upload_job_id) AS metadata,
+                (SELECT tags FROM upload_jobs WHERE id = upload_job_id) AS tags",
         )
         .bind(now_ms())
         .bind(busy)
@@ -117,27 +171,31 @@ impl Store {
         .fetch_all(&self.writer)
         .await?;
         rows.sort_by_key(|r| r.id);
-        Ok(rows
-            .into_iter()
-            .map(|r| ClaimedFile {
-                file_id: r.id,
-                upload_id: r.upload_job_id,
-                path: r.path,
-                size: to_u64(r.size),
-                mtime_ns: r.mtime_ns,
-                source_folder: PathBuf::from(r.source_folder),
-                bucket: r.bucket,
-                attempt: r.attempts,
-                resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
-                    (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
-                        multipart_upload_id: id,
-                        part_size: to_u64(part_size),
-                        checksum,
-                    }),
-                    _ => None,
-                },
+        rows.into_iter()
+            .map(|r| {
+                let object = r.object()?;
+                Ok(ClaimedFile {
+                    file_id: r.id,
+                    upload_id: r.upload_job_id,
+                    path: r.path,
+                    size: to_u64(r.size),
+                    mtime_ns: r.mtime_ns,
+                    source_folder: PathBuf::from(r.source_folder),
+                    bucket: r.bucket,
+                    object,
+                    attempt: r.attempts,
+                    resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
+                        (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
+                            multipart_upload_id: id,
+                            part_size: to_u64(part_size),
+                            checksum,
+                            settings: r.upload_settings,
+                        }),
+                        _ => None,
+                    },
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// When the next file waiting for a retry is due (ms since the epoch), if any.
@@ -155,13 +213,15 @@ impl Store {
     pub async fn set_multipart_upload(&self, v: FileVersion, upload: &OpenUpload) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE files SET multipart_upload_id = ?, part_size = ?, checksum = ?, bytes_sent = 0,
+            "UPDATE files SET multipart_upload_id = ?, part_size = ?, checksum = ?,
+                upload_settings = ?, bytes_sent = 0,
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ? AND state = 'IN_PROGRESS' AND size = ? AND mtime_ns = ?",
         )
         .bind(&upload.multipart_upload_id)
         .bind(to_i64(upload.part_size))
         .bind(&upload.checksum)
+        .bind(&upload.settings)
         .bind(v.file_id)
         .bind(to_i64(v.size))
         .bind(v.mtime_ns)
@@ -267,6 +327,7 @@ impl Store {
             () => {
                 "UPDATE files SET state = 'UPLOADED', bytes_sent = size,
                     multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
+                    upload_settings = NULL,
                     last_error = NULL, next_attempt_at = NULL,
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
             };

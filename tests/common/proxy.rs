@@ -66,6 +66,9 @@ pub struct Faults {
     pub moto_list_parts_root: bool,
     /// ListParts answers list the parts without their ETags, as s3s-fs does.
     pub list_parts_without_etags: bool,
+    /// Every request that carries this header is answered 501 NotImplemented, as a store
+    /// without the feature answers (Garage for `x-amz-tagging`).
+    pub refuse_header: Option<&'static str>,
 }
 
 const CHECKSUM_HEADERS: [&str; 2] = ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"];
@@ -351,6 +354,18 @@ impl Handler for Forward {
                     "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><Error><Code>InvalidArgument</Code><Message>Unsupported header '{name}' received for this API call.</Message></Error>"
                 ));
             }
+            return;
+        }
+        if let Some(header) = faults.refuse_header
+            && req.headers().contains_key(header)
+        {
+            state.injected.fetch_add(1, Ordering::Relaxed);
+            res.status_code(StatusCode::NOT_IMPLEMENTED);
+            res.headers_mut()
+                .insert("content-type", "application/xml".parse().unwrap());
+            res.body(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented ({header})</Message></Error>"
+            ));
             return;
         }
         if faults.hang.contains(&op) {

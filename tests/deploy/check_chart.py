@@ -133,6 +133,14 @@ def sidecar():
     check(volumes["ferry-jobs"]["configMap"]["name"] == configmaps[0]["metadata"]["name"], f"{label}: the jobs ConfigMap is not mounted")
     out = check_manifests(configmaps[0], label)
     check("uploadjob/app-logs valid" in out and "uploadjob/app-reports valid" in out, f"{label}: ferry did not read both jobs: {out}")
+    docs = list(yaml.safe_load_all(configmaps[0]["data"]["jobs.yaml"]))
+    reports = [d for d in docs if d["metadata"]["name"] == "app-reports"][0]["spec"]
+    want = {"keyPrefix": "", "exclude": ["**/*.tmp", "drafts"], "storageClass": "STANDARD_IA", "sse": "aws:kms",
+            "kmsKeyId": "alias/reports", "metadata": {"owner": "team-a"}, "tags": {"team": "data", "retention": "7y"}}
+    for k, v in want.items():
+        check(reports.get(k) == v, f"{label}: the jobs ConfigMap renders {k} as {reports.get(k)!r}, not {v!r}")
+    logs = [d for d in docs if d["metadata"]["name"] == "app-logs"][0]["spec"]
+    check("keyPrefix" not in logs, f"{label}: a job without keyPrefix must keep the default")
     secrets = by_kind(objects, "Secret")
     token = base64.b64decode(secrets[0]["data"]["token"]).decode() if secrets else ""
     check(len(token) >= 16, f"{label}: the generated token is too short for ferry")
@@ -195,6 +203,8 @@ def bad_values():
         (["--set", "jobs[0].name=Bad_Name", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1"], "name"),
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=relative", "--set", "jobs[0].destinationBucket=b-1"], "sourceFolder"),
         (["--set", "ferry.concurrency=0"], "concurrency"),
+        (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].storageClass=COLD"], "storageClass"),
+        (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].keyPrefix=/abs/"], "keyPrefix"),
         (["--set", "unknownSetting=1"], "unknownSetting"),
     ]
     for args, needle in cases:

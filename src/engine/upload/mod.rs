@@ -26,8 +26,9 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::core::md5::md5_many;
+use crate::core::object::content_type;
 use crate::core::plan::{
-    PlanError, UploadPlan, expected_etag, md5_digest, object_key, part_range, plan_upload,
+    PlanError, UploadPlan, check_key, expected_etag, md5_digest, part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
@@ -100,7 +101,8 @@ impl UploadError {
     pub fn reason(&self) -> &'static str {
         match self {
             UploadError::Read { .. } => "read",
-            UploadError::Plan(_) => "too_large",
+            UploadError::Plan(PlanError::TooLarge { .. }) => "too_large",
+            UploadError::Plan(PlanError::KeyTooLong { .. }) => "key_too_long",
             UploadError::S3(e) => match e.kind {
                 ErrorKind::Transient => "s3_transient",
                 ErrorKind::NoSuchBucket => "no_such_bucket",
@@ -293,7 +295,8 @@ enum Stopped {
 impl Uploader<'_> {
     #[tracing::instrument(skip_all, fields(upload_id = %file.upload_id, path = %file.path, size = file.size, attempt = file.attempt))]
     pub async fn upload(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
-        let key = object_key(&file.upload_id, &file.path);
+        let key = file.key();
+        check_key(&key)?;
         let plan = plan_upload(file.size, self.chunk_size)?;
         // Every local step (resolve, stat, open, and for a small file the whole read and the
         // stat after it) in one trip to the blocking pool: per file, the hand-offs between
@@ -405,7 +408,13 @@ impl Uploader<'_> {
         let sending = Instant::now();
         let answer = self
             .s3
-            .put_object(&file.bucket, key, data.clone(), checksum.as_deref())
+            .put_object(
+                &file.bucket,
+                key,
+                data.clone(),
+                checksum.as_deref(),
+                (&file.object, &content_type(&file.path)),
+            )
             .await?;
         let metrics = crate::metrics::get();
         metrics.part_upload_seconds.observe(sending.elapsed());
@@ -436,11 +445,19 @@ impl Uploader<'_> {
             Resumed::Nothing => {
                 // A closed channel means the engine is stopping: go on, it changes nothing.
                 let _ = self.sweep_done.clone().wait_for(|done| *done).await;
-                let id = self.s3.create_multipart_upload(&file.bucket, key).await?;
+                let id = self
+                    .s3
+                    .create_multipart_upload(
+                        &file.bucket,
+                        key,
+                        (&file.object, &content_type(&file.path)),
+                    )
+                    .await?;
                 let upload = OpenUpload {
                     multipart_upload_id: id,
                     part_size,
                     checksum: mode.as_str().to_owned(),
+                    settings: Some(file.object.fingerprint()),
                 };
                 let recorded = match self.store.set_multipart_upload(version, &upload).await {
                     Ok(recorded) => recorded,
@@ -460,7 +477,12 @@ impl Uploader<'_> {
                 if !recorded {
                     // Nobody would know of this upload unless it is queued for abort now.
                     self.store
-                        .queue_abort(&upload.multipart_upload_id, &file.bucket, key)
+                        .queue_abort(
+                            &file.upload_id,
+                            &upload.multipart_upload_id,
+                            &file.bucket,
+                            key,
+                        )
                         .await?;
                     return Ok(Err(Stopped::Superseded));
                 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Sent, UploadError, Uploader};
 use crate::core::checksum::ChecksumMode;
+use crate::core::object::ObjectOptions;
 use crate::core::plan::{MAX_PARTS, MIN_PART_SIZE, expected_etag};
 use crate::core::verify::Verdict;
 use crate::s3::{ErrorKind, ListedPart, StoredAnswer};
@@ -25,10 +26,18 @@ impl Uploader<'_> {
         let mode = self.s3.checksum_mode();
         let version = file.version();
         let upload_id = open.multipart_upload_id.as_str();
-        if open.checksum != mode.as_str() || !usable_part_size(open.part_size, file.size) {
+        // Begun before ferry had object options: with none.
+        let begun_with = open
+            .settings
+            .clone()
+            .unwrap_or_else(|| ObjectOptions::defaults(&file.upload_id).fingerprint());
+        if open.checksum != mode.as_str()
+            || !usable_part_size(open.part_size, file.size)
+            || begun_with != file.object.fingerprint()
+        {
             tracing::info!(
                 multipart_upload_id = upload_id,
-                "the open upload was begun with other settings; starting over"
+                "the open upload was begun with other settings (checksum, part size, storage class, encryption, metadata or tags); starting over"
             );
             self.store.abandon_upload(version).await?;
             return Ok(Resumed::Nothing);

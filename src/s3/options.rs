@@ -1,0 +1,227 @@
+//! What a request that creates an object carries of its job's object options (storage class,
+//! encryption, metadata, tags, Content-Type), and a store's refusal of one of them, named.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+
+use super::error::{ErrorKind, S3Error};
+use crate::core::object::ObjectOptions;
+
+/// Sets the object's options on a PutObject or CreateMultipartUpload request (the two builders
+/// share the setters, not a trait).
+macro_rules! with_options {
+    ($request:expr, $options:expr, $content_type:expr) => {{
+        let o: &$crate::core::object::ObjectOptions = $options;
+        $request
+            .content_type($content_type)
+            .set_storage_class(
+                o.storage_class
+                    .as_deref()
+                    .map($crate::s3::options::storage_class),
+            )
+            .set_server_side_encryption(
+                o.sse.as_ref().map(|s| $crate::s3::options::sse(s.as_str())),
+            )
+            .set_ssekms_key_id(
+                o.sse
+                    .as_ref()
+                    .and_then(|s| s.kms_key_id())
+                    .map(str::to_owned),
+            )
+            .set_metadata($crate::s3::options::metadata(o))
+            .set_tagging(o.tagging())
+    }};
+}
+pub(super) use with_options;
+
+pub(super) fn storage_class(class: &str) -> StorageClass {
+    StorageClass::from(class)
+}
+
+pub(super) fn sse(value: &str) -> ServerSideEncryption {
+    ServerSideEncryption::from(value)
+}
+
+pub(super) fn metadata(o: &ObjectOptions) -> Option<HashMap<String, String>> {
+    (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect())
+}
+
+/// Whether a refusal may be of the checksum headers rather than of the object's options: with
+/// options on the request, a bare 501 could be either, and only one that says "checksum" is
+/// taken for the checksum's (a store without tagging must not switch every proof to MD5).
+pub(super) fn may_be_checksum_refusal(e: &S3Error, o: &ObjectOptions) -> bool {
+    o.requested().is_empty() || e.message.to_ascii_lowercase().contains("checksum")
+}
+
+/// A refusal of a request that carried object options, with the option it is about named (from
+/// the store's code or message), or every option the request carried when the answer does not
+/// say: the user learns which feature the store lacks, and the store's own words.
+pub(super) fn name_refused_option(e: S3Error, o: &ObjectOptions) -> S3Error {
+    let requested = o.requested();
+    if requested.is_empty() || matches!(e.kind, ErrorKind::NoSuchBucket | ErrorKind::NoSuchUpload) {
+        return e;
+    }
+    // By words, so that "outage" is not about tags: `InvalidStorageClass`, `KMS.NotFoundException`,
+    // `x-amz-tagging`, `MetadataTooLarge` ...
+    let text = e.message.to_ascii_lowercase();
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let any = |f: &dyn Fn(&str) -> bool| words.iter().any(|w| f(w));
+    let named = |field: &str| requested.iter().find(|r| r.starts_with(field)).cloned();
+    let feature = if text.contains("storage class") || any(&|w| w.contains("storageclass")) {
+        named("storage_class")
+    } else if any(&|w| w.contains("kms") || w.contains("encryption")) {
+        named("sse")
+    } else if any(&|w| matches!(w, "tag" | "tags" | "tagging") || w.starts_with("invalidtag")) {
+        named("tags")
+    } else if any(&|w| w.contains("metadata")) {
+        named("metadata")
+    } else {
+        None
+    };
+    // Without a word of the options, an access denial is the credentials', and a passing
+    // fault (a 503, a dropped connection) is the network's, as without them.
+    let said_nothing = matches!(
+        e.kind,
+        ErrorKind::AccessDenied
+            | ErrorKind::Transient
+            | ErrorKind::Malformed
+            | ErrorKind::ChecksumsRefused
+    );
+    if said_nothing && feature.is_none() {
+        return e;
+    }
+    let message = match feature {
+        Some(f) => format!("the store refused this job's {f}: {}", e.message),
+        None => format!(
+            "the store refused an object with this job's {} (it may not support one of them): {}",
+            requested.join(", "),
+            e.message
+        ),
+    };
+    S3Error { message, ..e }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::object::Sse;
+
+    fn options() -> ObjectOptions {
+        let mut o = ObjectOptions::defaults("j");
+        o.storage_class = Some("STANDARD_IA".into());
+        o.sse = Some(Sse::Kms {
+            key_id: Some("alias/k".into()),
+        });
+        o.tags.insert("team".into(), "a".into());
+        o
+    }
+
+    #[test]
+    fn a_refusal_names_the_option_it_is_about() {
+        let e = S3Error::new(
+            ErrorKind::Permanent,
+            "PutObject: HTTP 400 InvalidStorageClass: The storage class you specified is not valid",
+        );
+        let named = name_refused_option(e, &options());
+        assert!(
+            named
+                .message
+                .starts_with("the store refused this job's storage_class STANDARD_IA: PutObject"),
+            "{}",
+            named.message
+        );
+
+        let e = S3Error::new(
+            ErrorKind::Permanent,
+            "PutObject: HTTP 400 KMS.NotFoundException: Invalid keyId alias/k",
+        );
+        assert!(
+            name_refused_option(e, &options())
+                .message
+                .contains("job's sse aws:kms (kms_key_id alias/k)")
+        );
+
+        let e = S3Error::new(
+            ErrorKind::NotSupported,
+            "PutObject: HTTP 501 NotImplemented: A header you provided implies functionality that is not implemented",
+        );
+        let named = name_refused_option(e, &options());
+        assert!(named.message.contains("storage_class STANDARD_IA, sse aws:kms (kms_key_id alias/k), tags (1) (it may not support one of them)"), "{}", named.message);
+        assert_eq!(named.kind, ErrorKind::NotSupported);
+
+        // LocalStack without its KMS: a 500 that names KMS, retried, then named.
+        let e = S3Error::new(
+            ErrorKind::Transient,
+            "PutObject: HTTP 500 InternalError: Service 'kms' is not enabled",
+        );
+        let named = name_refused_option(e, &options());
+        assert!(
+            named
+                .message
+                .starts_with("the store refused this job's sse aws:kms"),
+            "{}",
+            named.message
+        );
+        assert_eq!(named.kind, ErrorKind::Transient);
+    }
+
+    #[test]
+    fn words_that_merely_hold_an_options_name_do_not_count() {
+        let e = S3Error::new(
+            ErrorKind::Transient,
+            "PutObject: HTTP 503 SlowDown: a stage of the outage passes",
+        );
+        assert_eq!(
+            name_refused_option(e.clone(), &options()).message,
+            e.message
+        );
+        let tagging = S3Error::new(
+            ErrorKind::NotSupported,
+            "PutObject: HTTP 501 NotImplemented (x-amz-tagging)",
+        );
+        assert!(
+            name_refused_option(tagging, &options())
+                .message
+                .starts_with("the store refused this job's tags (1)")
+        );
+    }
+
+    #[test]
+    fn without_options_or_for_other_errors_nothing_changes() {
+        let e = S3Error::new(
+            ErrorKind::Permanent,
+            "PutObject: HTTP 400 InvalidStorageClass",
+        );
+        let plain = ObjectOptions::defaults("j");
+        assert_eq!(name_refused_option(e.clone(), &plain).message, e.message);
+        let transient = S3Error::new(ErrorKind::Transient, "PutObject: HTTP 503 SlowDown");
+        assert_eq!(
+            name_refused_option(transient.clone(), &options()).message,
+            transient.message
+        );
+        let denied = S3Error::new(ErrorKind::AccessDenied, "PutObject: HTTP 403 AccessDenied");
+        assert_eq!(
+            name_refused_option(denied.clone(), &options()).message,
+            denied.message
+        );
+    }
+
+    #[test]
+    fn a_bare_501_with_options_is_not_taken_for_a_checksum_refusal() {
+        let e = S3Error::new(
+            ErrorKind::NotSupported,
+            "PutObject: HTTP 501 NotImplemented",
+        );
+        assert!(!may_be_checksum_refusal(&e, &options()));
+        assert!(may_be_checksum_refusal(&e, &ObjectOptions::defaults("j")));
+        let c = S3Error::new(
+            ErrorKind::NotSupported,
+            "HTTP 501: x-amz-checksum-crc32c not implemented",
+        );
+        assert!(may_be_checksum_refusal(&c, &options()));
+    }
+}
