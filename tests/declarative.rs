@@ -11,15 +11,7 @@ use serde_json::{Value, json};
 const SETTLE: Duration = Duration::from_secs(90);
 
 async fn put(ferry: &Ferry, name: &str, body: &Value) -> (u16, Value) {
-    let r = ferry
-        .http
-        .put(ferry.url(&format!("/uploads/{name}")))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    ferry.put(&format!("/uploads/{name}"), body).await
 }
 
 #[tokio::test]

@@ -89,7 +89,10 @@ fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
         )));
     }
     let wrong = |field: &str, what: &str| {
-        ApiError::bad_request("invalid_json", format!("{field}: invalid type, it must be {what}"))
+        ApiError::bad_request(
+            "invalid_json",
+            format!("{field}: invalid type, it must be {what}"),
+        )
     };
     let mut text = |field: &str, required: bool| -> Result<Option<String>, ApiError> {
         match object.remove(field) {

@@ -1,0 +1,616 @@
+//! Objects the way users ask for them: key prefix, excludes, storage class, encryption, metadata,
+//! tags and Content-Type, checked on the objects themselves (HeadObject, GetObjectTagging,
+//! ListObjectsV2), for single PUTs and multipart uploads, from the API and from manifests.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use common::proxy::{Faults, Proxy};
+use common::{Ferry, MIB, S3, content, s3_endpoint, write_file};
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// What HeadObject and GetObjectTagging say of an object.
+#[derive(Debug)]
+struct Stored {
+    storage_class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
+    metadata: BTreeMap<String, String>,
+    content_type: Option<String>,
+    tags: BTreeMap<String, String>,
+}
+
+async fn stored(s3: &S3, key: &str) -> Stored {
+    let head = s3
+        .client
+        .head_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"));
+    let tagging = s3
+        .client
+        .get_object_tagging()
+        .bucket(&s3.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetObjectTagging {key}: {e:?}"));
+    Stored {
+        storage_class: head.storage_class,
+        sse: head.server_side_encryption,
+        kms_key_id: head.ssekms_key_id,
+        metadata: head.metadata.unwrap_or_default().into_iter().collect(),
+        content_type: head.content_type,
+        tags: tagging
+            .tag_set
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect(),
+    }
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A folder with small files of several types, one file past the part size (multipart), and
+/// files the excludes must keep out: a glob (`*.tmp`) and a whole folder (`cache`).
+fn folder() -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "small.json", b"{\"a\": 1}");
+    write_file(src.path(), "sub/page.html", b"<p>hi</p>");
+    write_file(src.path(), "noext", b"raw");
+    write_file(src.path(), "big.bin", &content(7, 12 * MIB));
+    write_file(src.path(), "skip.tmp", b"temporary");
+    write_file(src.path(), "sub/also.tmp", b"temporary");
+    write_file(src.path(), "cache/inner.txt", b"cached");
+    src
+}
+
+const TAKEN: [(&str, &str); 4] = [
+    ("big.bin", "application/octet-stream"),
+    ("noext", "application/octet-stream"),
+    ("small.json", "application/json"),
+    ("sub/page.html", "text/html"),
+];
+
+#[tokio::test]
+async fn every_option_lands_on_the_objects_single_and_multipart() {
+    let s3 = S3::new_bucket().await;
+    let src = folder();
+    let ferry = Ferry::start(&[("FERRY_CHUNK_SIZE", "5MiB")]).await;
+    let (status, answer) = ferry
+        .post(
+            "/uploads",
+            &json!({
+                "source_folder": src.path().to_str().unwrap(),
+                "destination_bucket": s3.bucket,
+                "key_prefix": "logs/host-1/",
+                "exclude": ["**/*.tmp", "cache"],
+                "storage_class": "STANDARD_IA",
+                "sse": "AES256",
+                "metadata": {"owner": "team-a", "build.id": "42"},
+                "tags": {"team": "data eng", "path": "a/b:c"},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["upload_id"].as_str().unwrap().to_owned();
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert_eq!(
+        job["total_files"], 4,
+        "the excluded files are not taken: {job}"
+    );
+    // GET gives the spec back, defaults filled in.
+    assert_eq!(job["key_prefix"], "logs/host-1/");
+    assert_eq!(job["exclude"], json!(["**/*.tmp", "cache"]));
+    assert_eq!(job["storage_class"], "STANDARD_IA");
+    assert_eq!(job["sse"], "AES256");
+    assert_eq!(job["kms_key_id"], Value::Null);
+    assert_eq!(
+        job["metadata"],
+        json!({"owner": "team-a", "build.id": "42"})
+    );
+    assert_eq!(job["tags"], json!({"team": "data eng", "path": "a/b:c"}));
+
+    // Exactly the taken files, under the prefix.
+    let mut want: Vec<String> = TAKEN
+        .iter()
+        .map(|(p, _)| format!("logs/host-1/{p}"))
+        .collect();
+    want.sort();
+    assert_eq!(s3.keys().await, want);
+    let files = ferry.files(&id).await;
+    assert!(
+        files
+            .iter()
+            .all(|f| f["key"].as_str().unwrap().starts_with("logs/host-1/")),
+        "{files:?}"
+    );
+    for (path, content_type) in TAKEN {
+        let key = format!("logs/host-1/{path}");
+        let o = stored(&s3, &key).await;
+        assert_eq!(
+            o.storage_class,
+            Some(StorageClass::StandardIa),
+            "{key}: {o:?}"
+        );
+        assert_eq!(o.sse, Some(ServerSideEncryption::Aes256), "{key}: {o:?}");
+        assert_eq!(
+            o.metadata,
+            map(&[("owner", "team-a"), ("build.id", "42")]),
+            "{key}"
+        );
+        assert_eq!(o.content_type.as_deref(), Some(content_type), "{key}");
+        assert_eq!(
+            o.tags,
+            map(&[("team", "data eng"), ("path", "a/b:c")]),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        s3.get("logs/host-1/big.bin").await,
+        content(7, 12 * MIB),
+        "the multipart object holds the file's bytes"
+    );
+}
+
+#[tokio::test]
+async fn sse_kms_with_a_key_reaches_single_puts_and_multipart_uploads() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"secret");
+    write_file(src.path(), "big.bin", &content(3, 11 * MIB));
+    let ferry = Ferry::start(&[("FERRY_CHUNK_SIZE", "5MiB")]).await;
+    let (status, answer) = ferry
+        .put(
+            "/uploads/vault",
+            &json!({
+                "source_folder": src.path().to_str().unwrap(),
+                "destination_bucket": s3.bucket,
+                "sse": "aws:kms",
+                "kms_key_id": "alias/ferry-test",
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let job = ferry.wait_settled("vault", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    for key in ["vault/a.txt", "vault/big.bin"] {
+        let o = stored(&s3, key).await;
+        assert_eq!(o.sse, Some(ServerSideEncryption::AwsKms), "{key}: {o:?}");
+        assert!(
+            o.kms_key_id
+                .as_deref()
+                .is_some_and(|k| k.ends_with("alias/ferry-test")),
+            "{key}: {o:?}"
+        );
+        assert_eq!(o.storage_class, None, "the bucket's class: {o:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_declares_the_options_in_camel_case() {
+    let s3 = S3::new_bucket().await;
+    let src = folder();
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("archive.yaml"),
+        format!(
+            "apiVersion: ferry/v1\nkind: UploadJob\nmetadata:\n  name: archive\nspec:\n  sourceFolder: {}\n  destinationBucket: {}\n  keyPrefix: \"\"\n  exclude: [\"**/*.tmp\", cache]\n  storageClass: GLACIER_IR\n  sse: AES256\n  metadata: {{source-host: web-1}}\n  tags: {{retention: 7y}}\n",
+            src.path().display(),
+            s3.bucket
+        ),
+    )
+    .unwrap();
+    let ferry = Ferry::start(&[
+        ("FERRY_MANIFESTS_DIR", manifests.path().to_str().unwrap()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+    ])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ferry.get("/uploads/archive").await.0 != 200 {
+        assert!(Instant::now() < deadline, "{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = ferry.wait_settled("archive", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert_eq!(job["key_prefix"], "", "the bucket's root");
+    // At the bucket's root, the keys are the paths.
+    let mut want: Vec<String> = TAKEN.iter().map(|(p, _)| p.to_string()).collect();
+    want.sort();
+    assert_eq!(s3.keys().await, want);
+    for (path, content_type) in TAKEN {
+        let o = stored(&s3, path).await;
+        assert_eq!(
+            o.storage_class,
+            Some(StorageClass::GlacierIr),
+            "{path}: {o:?}"
+        );
+        assert_eq!(o.sse, Some(ServerSideEncryption::Aes256), "{path}");
+        assert_eq!(o.metadata, map(&[("source-host", "web-1")]), "{path}");
+        assert_eq!(o.tags, map(&[("retention", "7y")]), "{path}");
+        assert_eq!(o.content_type.as_deref(), Some(content_type), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn bad_values_are_refused_naming_the_field_and_create_nothing() {
+    let ferry = Ferry::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base =
+        json!({"source_folder": dir.path().to_str().unwrap(), "destination_bucket": "bucket"});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let cases = [
+        (
+            json!({"key_prefix": "/logs/"}),
+            "invalid_key_prefix",
+            "key_prefix",
+        ),
+        (
+            json!({"key_prefix": "a\u{7}b"}),
+            "invalid_key_prefix",
+            "control",
+        ),
+        (
+            json!({"key_prefix": "k".repeat(1024)}),
+            "invalid_key_prefix",
+            "1024",
+        ),
+        (json!({"key_prefix": 5}), "invalid_json", "key_prefix"),
+        (
+            json!({"exclude": ["ok/*", "[a-"]}),
+            "invalid_exclude",
+            "exclude: [1]",
+        ),
+        (json!({"exclude": "*.tmp"}), "invalid_json", "exclude"),
+        (
+            json!({"storage_class": "COLD"}),
+            "invalid_storage_class",
+            "STANDARD_IA",
+        ),
+        (
+            json!({"storage_class": "standard"}),
+            "invalid_storage_class",
+            "storage_class",
+        ),
+        (json!({"sse": "aes256"}), "invalid_sse", "AES256 or aws:kms"),
+        (
+            json!({"kms_key_id": "alias/k"}),
+            "invalid_kms_key_id",
+            "needs sse: aws:kms",
+        ),
+        (
+            json!({"sse": "AES256", "kms_key_id": "alias/k"}),
+            "invalid_kms_key_id",
+            "kms_key_id",
+        ),
+        (
+            json!({"sse": "aws:kms", "kms_key_id": ""}),
+            "invalid_kms_key_id",
+            "kms_key_id",
+        ),
+        (
+            json!({"metadata": {"Owner": "x"}}),
+            "invalid_metadata",
+            "\"owner\"",
+        ),
+        (
+            json!({"metadata": {"k": "é"}}),
+            "invalid_metadata",
+            "printable ASCII",
+        ),
+        (
+            json!({"metadata": {"k": "v".repeat(2048)}}),
+            "invalid_metadata",
+            "2048",
+        ),
+        (json!({"metadata": {"k": 1}}), "invalid_json", "metadata"),
+        (
+            json!({"tags": (0..11).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+            "invalid_tags",
+            "at most 10",
+        ),
+        (
+            json!({"tags": {"k": "v".repeat(257)}}),
+            "invalid_tags",
+            "256",
+        ),
+        (
+            json!({"tags": {"k".repeat(129): "v"}}),
+            "invalid_tags",
+            "128",
+        ),
+        (json!({"tags": {"aws:x": "v"}}), "invalid_tags", "reserves"),
+        (
+            json!({"tags": {"k": "a&b"}}),
+            "invalid_tags",
+            "tags take letters",
+        ),
+        (json!({"tags": ["k"]}), "invalid_json", "tags"),
+        (
+            json!({"key_prefx": "typo/"}),
+            "invalid_json",
+            "unknown field `key_prefx`",
+        ),
+    ];
+    for (extra, code, needle) in cases {
+        let body = with(extra.clone());
+        for (status, answer) in [
+            ferry.post("/uploads", &body).await,
+            ferry.put("/uploads/named", &body).await,
+        ] {
+            assert_eq!(status, 400, "{extra}: {answer}");
+            assert_eq!(answer["error"]["code"], code, "{extra}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(needle),
+                "{extra}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
+    let (_, jobs) = ferry.get("/uploads").await;
+    assert_eq!(jobs, json!([]), "a refused spec stores nothing");
+}
+
+#[tokio::test]
+async fn overlapping_prefixes_in_one_bucket_are_refused_with_409() {
+    let ferry = Ferry::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_str().unwrap();
+    let spec = |bucket: &str, prefix: Option<&str>| {
+        let mut body = json!({"source_folder": folder, "destination_bucket": bucket});
+        if let Some(p) = prefix {
+            body["key_prefix"] = json!(p);
+        }
+        body
+    };
+    let (status, answer) = ferry.put("/uploads/logs", &spec("bucket-a", None)).await;
+    assert_eq!(status, 201, "{answer}"); // its prefix: logs/
+    let (status, answer) = ferry
+        .put("/uploads/shared", &spec("bucket-a", Some("shared/")))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    for (name, prefix, other) in [
+        ("inside", Some("logs/2026/"), "logs"),
+        ("outside", Some("shared"), "shared"),
+        ("root", Some(""), "logs"),
+        ("shared-2", Some("shared/x/"), "shared"),
+    ] {
+        for (status, answer) in [
+            ferry
+                .put(&format!("/uploads/{name}"), &spec("bucket-a", prefix))
+                .await,
+            ferry.post("/uploads", &spec("bucket-a", prefix)).await,
+        ] {
+            assert_eq!(status, 409, "{prefix:?}: {answer}");
+            assert_eq!(answer["error"]["code"], "prefix_overlap", "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("job {other:?}")), "{message}");
+        }
+    }
+    // A job may not move onto another's prefix either.
+    let (status, answer) = ferry
+        .put("/uploads/shared", &spec("bucket-a", Some("logs/x/")))
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    // Beside a prefix, in another bucket, or the root of an empty one: fine.
+    for (name, body) in [
+        ("beside", spec("bucket-a", Some("logs2/"))),
+        ("elsewhere", spec("bucket-b", Some("logs/"))),
+        ("root-b", spec("bucket-c", Some(""))),
+    ] {
+        let (status, answer) = ferry.put(&format!("/uploads/{name}"), &body).await;
+        assert_eq!(status, 201, "{name}: {answer}");
+    }
+    let (_, jobs) = ferry.get("/uploads").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 5, "{jobs}");
+
+    // A manifest that overlaps is reported, and harms no other job.
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manifests.path().join("a.yaml"),
+        format!(
+            "apiVersion: ferry/v1\nkind: UploadJob\nmetadata:\n  name: one\nspec:\n  sourceFolder: {folder}\n  destinationBucket: bucket-m\n  keyPrefix: data/\n---\napiVersion: ferry/v1\nkind: UploadJob\nmetadata:\n  name: two\nspec:\n  sourceFolder: {folder}\n  destinationBucket: bucket-m\n  keyPrefix: data/two/\n"
+        ),
+    )
+    .unwrap();
+    let gitops = Ferry::start(&[("FERRY_MANIFESTS_DIR", manifests.path().to_str().unwrap())]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = gitops.get("/manifests").await;
+        let errors = m["errors"].as_array().cloned().unwrap_or_default();
+        if let Some(e) = errors.first() {
+            assert_eq!(e["document"], 2, "{m}");
+            assert!(
+                e["message"].as_str().unwrap().contains("spec.keyPrefix"),
+                "{m}"
+            );
+            assert_eq!(m["jobs"].as_array().unwrap().len(), 1, "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}\n{}", gitops.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gitops.get("/uploads/one").await.0, 200);
+    assert_eq!(gitops.get("/uploads/two").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_change_to_how_objects_look_uploads_every_file_again() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"a");
+    write_file(src.path(), "big.bin", &content(5, 11 * MIB));
+    let ferry = Ferry::start(&[("FERRY_CHUNK_SIZE", "5MiB")]).await;
+    let folder = src.path().to_str().unwrap();
+    let mut body = json!({"source_folder": folder, "destination_bucket": s3.bucket});
+    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 201);
+    let job = ferry.wait_settled("docs", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(stored(&s3, "docs/a.txt").await.storage_class, None);
+
+    // A new class, metadata and tags: every object is written again with them.
+    body["storage_class"] = json!("STANDARD_IA");
+    body["metadata"] = json!({"owner": "b"});
+    body["tags"] = json!({"v": "2"});
+    let (status, answer) = ferry.put("/uploads/docs", &body).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("updated")));
+    let job = ferry
+        .wait_for("docs", SETTLE, |j| {
+            j["observed_generation"] == 2 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["completed_files"], 2, "{job}");
+    for key in ["docs/a.txt", "docs/big.bin"] {
+        let o = stored(&s3, key).await;
+        assert_eq!(o.storage_class, Some(StorageClass::StandardIa), "{key}");
+        assert_eq!(o.metadata, map(&[("owner", "b")]), "{key}");
+        assert_eq!(o.tags, map(&[("v", "2")]), "{key}");
+    }
+    // A new prefix: the objects go there too; the old ones stay, as with a new bucket.
+    body["key_prefix"] = json!("v3/");
+    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 200);
+    ferry
+        .wait_for("docs", SETTLE, |j| {
+            j["observed_generation"] == 3 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(
+        s3.keys().await,
+        ["docs/a.txt", "docs/big.bin", "v3/a.txt", "v3/big.bin"]
+    );
+    // Only an exclude changes nothing on the objects: no upload again.
+    let puts = ferry.metric("ferry_uploaded_bytes_total").await;
+    body["exclude"] = json!(["*.nothing"]);
+    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 200);
+    ferry
+        .wait_for("docs", SETTLE, |j| j["observed_generation"] == 4)
+        .await;
+    assert_eq!(ferry.metric("ferry_uploaded_bytes_total").await, puts);
+}
+
+#[tokio::test]
+async fn a_multipart_upload_begun_under_other_settings_starts_over() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        hold_parts_after: Some(2),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let data = content(9, 30 * MIB);
+    write_file(src.path(), "big.bin", &data);
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+        ("FERRY_CONCURRENCY", "1"),
+    ])
+    .await;
+    let mut body =
+        json!({"source_folder": src.path().to_str().unwrap(), "destination_bucket": s3.bucket});
+    assert_eq!(ferry.put("/uploads/big", &body).await.0, 201);
+    ferry
+        .wait_for("big", SETTLE, |j| {
+            j["uploaded_bytes"].as_u64().unwrap_or(0) >= 2 * 5 * MIB as u64
+        })
+        .await;
+    // Partway, under the bucket's class: the class changes.
+    body["storage_class"] = json!("STANDARD_IA");
+    assert_eq!(ferry.put("/uploads/big", &body).await.0, 200);
+    proxy.release_held_parts();
+    let job = ferry
+        .wait_for("big", SETTLE, |j| {
+            j["observed_generation"] == 2 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["completed_files"], 1, "{job}");
+    let o = stored(&s3, "big/big.bin").await;
+    assert_eq!(o.storage_class, Some(StorageClass::StandardIa), "{o:?}");
+    assert!(s3.get("big/big.bin").await == data);
+    assert_eq!(
+        proxy.received("CreateMultipartUpload"),
+        2,
+        "the upload begun under the old class was not resumed"
+    );
+    s3.expect_no_open_uploads(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_store_without_a_feature_fails_the_file_naming_it() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    // As Garage answers object tagging: 501 NotImplemented.
+    proxy.set_faults(Faults {
+        refuse_header: Some("x-amz-tagging"),
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"a");
+    write_file(src.path(), "big.bin", &content(1, 6 * MIB));
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+        ("FERRY_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    let folder = src.path().to_str().unwrap();
+    let tagged =
+        json!({"source_folder": folder, "destination_bucket": s3.bucket, "tags": {"team": "a"}});
+    assert_eq!(ferry.put("/uploads/tagged", &tagged).await.0, 201);
+    let job = ferry.wait_settled("tagged", SETTLE).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert_eq!(job["failed_files"], 2, "{job}");
+    for f in ferry.files("tagged").await {
+        let error = f["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("the store refused this job's tags (1)")
+                && error.contains("NotImplemented"),
+            "{}: {error}",
+            f["path"]
+        );
+    }
+    // The store works otherwise, and the refusal was not taken for one of checksums.
+    let plain = json!({"source_folder": folder, "destination_bucket": s3.bucket});
+    assert_eq!(ferry.put("/uploads/plain", &plain).await.0, 201);
+    let job = ferry.wait_settled("plain", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert!(
+        !ferry.log().contains("refuses checksum headers"),
+        "{}",
+        ferry.log()
+    );
+    assert_eq!(s3.keys().await, ["plain/a.txt", "plain/big.bin"]);
+
+    // LocalStack runs without KMS: SSE-KMS without a key fails naming the encryption.
+    let direct = Ferry::start(&[("FERRY_MAX_ATTEMPTS", "1")]).await;
+    let kms = json!({"source_folder": folder, "destination_bucket": s3.bucket, "key_prefix": "kms/", "sse": "aws:kms", "pattern": "a.txt"});
+    assert_eq!(direct.put("/uploads/kms", &kms).await.0, 201);
+    let job = direct.wait_settled("kms", SETTLE).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    let error = direct.files("kms").await[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("the store refused this job's sse aws:kms") && error.contains("kms"),
+        "{error}"
+    );
+}
