@@ -54,6 +54,11 @@ async fn apply_get_describe_and_delete_a_job() {
     let manifests = tempfile::tempdir().unwrap();
     let name = unique("cli");
     let file = manifest(manifests.path(), "job.yaml", &name, src.path(), &s3.bucket);
+    // With object options, which `apply` must carry to the API.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("  keyPrefix: cli/\n  exclude: [\"*.tmp\"]\n  storageClass: STANDARD_IA\n  metadata: {owner: cli}\n  tags: {team: ops}\n");
+    std::fs::write(&file, text).unwrap();
+    write_file(src.path(), "skip.tmp", b"excluded");
     let ferry = Ferry::start(&[]).await;
     let server = ferry.url("");
     let file = file.to_str().unwrap();
@@ -75,7 +80,10 @@ async fn apply_get_describe_and_delete_a_job() {
         "{}",
         run.stderr
     );
-    assert_eq!(s3.keys().await.len(), 3);
+    assert_eq!(
+        s3.keys().await,
+        ["cli/big.bin", "cli/logs/a.log", "cli/logs/b.log"]
+    );
 
     // Applying the same spec again changes nothing.
     let run = ferry_cli(&server, &["apply", "-f", file], &[]).await;
@@ -111,6 +119,12 @@ async fn apply_get_describe_and_delete_a_job() {
         run.stdout
     );
     assert!(run.stdout.contains("state: COMPLETED"), "{}", run.stdout);
+    assert!(run.stdout.contains("key_prefix: cli/"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("storage_class: STANDARD_IA"),
+        "{}",
+        run.stdout
+    );
 
     // get files.
     let run = ferry_cli(&server, &["get", "files", &name], &[]).await;
@@ -131,6 +145,12 @@ async fn apply_get_describe_and_delete_a_job() {
         format!("Name:                 {name}"),
         format!("  Source Folder:      {}", src.path().display()),
         format!("  Destination Bucket: {}", s3.bucket),
+        "  Key Prefix:         \"cli/\"".into(),
+        "  Exclude:            *.tmp".into(),
+        "  Storage Class:      STANDARD_IA".into(),
+        "  Encryption:         <none>".into(),
+        "  Metadata:           owner=cli".into(),
+        "  Tags:               team=ops".into(),
         "  State:              COMPLETED".into(),
         "Conditions:".into(),
         "Completed".into(),

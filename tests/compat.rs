@@ -211,3 +211,121 @@ async fn readiness_notices_a_wrong_secret_where_the_store_checks_it() {
     };
     report("readiness with a wrong secret", &result);
 }
+
+/// What a store does with each object option: applies it (HeadObject or GetObjectTagging shows
+/// it), takes it but drops it, or refuses it, in which case ferry must fail the file naming the
+/// option, never report the job COMPLETED with objects missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_options_are_applied_or_refused_by_name() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "small.json", b"{}");
+    write_file(src.path(), "big.bin", &content(51, 6 * MIB));
+    let ferry = Ferry::start(&[("FERRY_MAX_ATTEMPTS", "1")]).await;
+    let folder = src.path().to_str().unwrap();
+    let options: [(&str, Value); 5] = [
+        (
+            "key_prefix, metadata and Content-Type",
+            serde_json::json!({"key_prefix": "plain/x/", "metadata": {"owner": "team-a"}}),
+        ),
+        (
+            "storage_class STANDARD_IA",
+            serde_json::json!({"key_prefix": "class/", "storage_class": "STANDARD_IA"}),
+        ),
+        (
+            "sse AES256",
+            serde_json::json!({"key_prefix": "aes/", "sse": "AES256"}),
+        ),
+        (
+            "sse aws:kms with kms_key_id",
+            serde_json::json!({"key_prefix": "kms/", "sse": "aws:kms", "kms_key_id": "alias/ferry-compat"}),
+        ),
+        (
+            "tags",
+            serde_json::json!({"key_prefix": "tags/", "tags": {"team": "data"}}),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (i, (what, extra)) in options.iter().enumerate() {
+        let mut body =
+            serde_json::json!({"source_folder": folder, "destination_bucket": s3.bucket});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let name = format!("options-{i}");
+        let (status, answer) = ferry.put(&format!("/uploads/{name}"), &body).await;
+        assert_eq!(status, 201, "{answer}");
+        let job = ferry.wait_settled(&name, SETTLE).await;
+        let prefix = extra["key_prefix"].as_str().unwrap();
+        let result = if job["state"] == "COMPLETED" {
+            let mut seen = Vec::new();
+            for path in ["small.json", "big.bin"] {
+                let key = format!("{prefix}{path}");
+                let head = s3
+                    .client
+                    .head_object()
+                    .bucket(&s3.bucket)
+                    .key(&key)
+                    .send()
+                    .await;
+                let Ok(head) = head else {
+                    failed.push(format!("{what}: COMPLETED but {key} is missing"));
+                    continue;
+                };
+                let applied = match i {
+                    0 => {
+                        head.metadata()
+                            .and_then(|m| m.get("owner"))
+                            .map(String::as_str)
+                            == Some("team-a")
+                            && head.content_type()
+                                == Some(if path == "big.bin" {
+                                    "application/octet-stream"
+                                } else {
+                                    "application/json"
+                                })
+                    }
+                    1 => head.storage_class().map(|c| c.as_str()) == Some("STANDARD_IA"),
+                    2 => head.server_side_encryption().map(|c| c.as_str()) == Some("AES256"),
+                    3 => head.server_side_encryption().map(|c| c.as_str()) == Some("aws:kms"),
+                    _ => s3
+                        .client
+                        .get_object_tagging()
+                        .bucket(&s3.bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .is_ok_and(|t| {
+                            t.tag_set()
+                                .iter()
+                                .any(|t| t.key() == "team" && t.value() == "data")
+                        }),
+                };
+                seen.push(format!(
+                    "{path} {}",
+                    if applied {
+                        "applied"
+                    } else {
+                        "taken but not applied"
+                    }
+                ));
+            }
+            format!("COMPLETED: {}", seen.join(", "))
+        } else {
+            let errors = failures(&ferry, &name).await;
+            let named = ferry.files(&name).await.iter().all(|f| {
+                f["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("the store refused"))
+            });
+            if !named {
+                failed.push(format!(
+                    "{what}: FAILED without naming the option: {errors}"
+                ));
+            }
+            format!("refused, the file FAILED naming it: {errors}")
+        };
+        report(&format!("object option: {what}"), &result);
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
