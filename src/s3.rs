@@ -30,7 +30,8 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
 use error::{classify, credentials_refused, refuses_checksum_headers};
-use options::{may_be_checksum_refusal, name_refused_option, with_options};
+pub use options::name_refused_option;
+use options::{may_be_checksum_refusal, with_options};
 
 pub type Result<T, E = S3Error> = std::result::Result<T, E>;
 

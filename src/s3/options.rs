@@ -57,9 +57,18 @@ pub(super) fn may_be_checksum_refusal(e: &S3Error, o: &ObjectOptions) -> bool {
 /// A refusal of a request that carried object options, with the option it is about named (from
 /// the store's code or message), or every option the request carried when the answer does not
 /// say: the user learns which feature the store lacks, and the store's own words.
-pub(super) fn name_refused_option(e: S3Error, o: &ObjectOptions) -> S3Error {
+///
+/// Also for the parts and the completion of a multipart upload begun with the options: SeaweedFS
+/// takes an SSE-KMS CreateMultipartUpload and answers each part `500 InternalError` without a
+/// word of KMS. A 500 is therefore taken as possibly the options' (a 503 or a dropped connection
+/// is not), and the kind stays, so that it is still retried.
+pub fn name_refused_option(e: S3Error, o: &ObjectOptions) -> S3Error {
     let requested = o.requested();
-    if requested.is_empty() || matches!(e.kind, ErrorKind::NoSuchBucket | ErrorKind::NoSuchUpload) {
+    if requested.is_empty()
+        || e.unreachable
+        || e.message.starts_with("the store refused")
+        || matches!(e.kind, ErrorKind::NoSuchBucket | ErrorKind::NoSuchUpload)
+    {
         return e;
     }
     // By words, so that "outage" is not about tags: `InvalidStorageClass`, `KMS.NotFoundException`,
@@ -84,13 +93,11 @@ pub(super) fn name_refused_option(e: S3Error, o: &ObjectOptions) -> S3Error {
     };
     // Without a word of the options, an access denial is the credentials', and a passing
     // fault (a 503, a dropped connection) is the network's, as without them.
-    let said_nothing = matches!(
-        e.kind,
-        ErrorKind::AccessDenied
-            | ErrorKind::Transient
-            | ErrorKind::Malformed
-            | ErrorKind::ChecksumsRefused
-    );
+    let said_nothing = match e.kind {
+        ErrorKind::Transient => !e.message.contains("HTTP 500"),
+        ErrorKind::AccessDenied | ErrorKind::Malformed | ErrorKind::ChecksumsRefused => true,
+        _ => false,
+    };
     if said_nothing && feature.is_none() {
         return e;
     }
@@ -167,6 +174,25 @@ mod tests {
             named.message
         );
         assert_eq!(named.kind, ErrorKind::Transient);
+
+        // SeaweedFS's answer to the parts of an SSE-KMS upload: a bare 500, every option listed.
+        let e = S3Error::new(
+            ErrorKind::Transient,
+            "UploadPart: S3 answered HTTP 500 InternalError: We encountered an internal error, please try again.",
+        );
+        let named = name_refused_option(e, &options());
+        assert!(
+            named.message.starts_with(
+                "the store refused an object with this job's storage_class STANDARD_IA, sse aws:kms"
+            ),
+            "{}",
+            named.message
+        );
+        // Named once, however often it passes through.
+        assert_eq!(
+            name_refused_option(named.clone(), &options()).message,
+            named.message
+        );
     }
 
     #[test]
@@ -207,6 +233,12 @@ mod tests {
         assert_eq!(
             name_refused_option(denied.clone(), &options()).message,
             denied.message
+        );
+        // No answer at all: the network's, whatever it says.
+        let gone = S3Error::unreachable("PutObject: connection refused (HTTP 500 proxy)");
+        assert_eq!(
+            name_refused_option(gone.clone(), &options()).message,
+            gone.message
         );
     }
 

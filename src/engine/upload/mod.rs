@@ -32,7 +32,7 @@ use crate::core::plan::{
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer};
+use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer, name_refused_option};
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 use local::{Local, ReadPart, current_version, open_local, read_part};
 use resume::{Resumed, expectations};
@@ -322,10 +322,15 @@ impl Uploader<'_> {
         };
         // Open only comes for a multipart plan.
         let part_size = part_size.unwrap_or(self.chunk_size);
+        // The parts and the completion do not carry the options, but a store may refuse them
+        // for the options the upload was begun with (SeaweedFS: a bare 500 to each SSE-KMS part).
         let sent = match self
             .put_multipart(file, &path, &key, reader, part_size)
-            .await?
-        {
+            .await
+            .map_err(|e| match e {
+                UploadError::S3(e) => UploadError::S3(name_refused_option(e, &file.object)),
+                other => other,
+            })? {
             Ok(sent) => sent,
             Err(Stopped::Changed(now)) => return Ok(Outcome::Changed { now }),
             Err(Stopped::Superseded) => return Ok(Outcome::Superseded),
