@@ -120,17 +120,31 @@ impl JobSpec {
     }
 
     /// Whether a file at this relative path belongs to the job: the pattern takes it (or there
-    /// is none) and no exclude does.
+    /// is none), and no exclude matches it or a folder it lies in.
     pub fn matches(&self, relative_path: &str) -> bool {
         self.pattern
             .as_ref()
             .is_none_or(|p| p.matches(relative_path))
-            && !self.exclude.iter().any(|e| e.matches(relative_path))
+            && !self.excluded(relative_path)
     }
 
-    /// Whether a folder (its relative path) is excluded whole: an exclude matches the folder's
-    /// own path, so the walk need not enter it. (`tmp/**` excludes every file in tmp, but as
-    /// a glob on files: the folder is still read.)
+    /// Whether an exclude matches the path or one of the folders it lies in (`cache` excludes
+    /// `cache/a/b.txt`), as .gitignore does: a folder excluded is excluded whole.
+    fn excluded(&self, relative_path: &str) -> bool {
+        if self.exclude.is_empty() {
+            return false;
+        }
+        let folders = relative_path
+            .match_indices('/')
+            .map(|(i, _)| &relative_path[..i]);
+        std::iter::once(relative_path)
+            .chain(folders)
+            .any(|p| self.excludes_folder(p))
+    }
+
+    /// Whether an exclude matches this path itself. For a folder: it is excluded whole, and the
+    /// walk need not enter it (`tmp/**` excludes every file in tmp, but not tmp itself, so the
+    /// folder is still read).
     pub fn excludes_folder(&self, relative_path: &str) -> bool {
         self.exclude.iter().any(|e| e.matches(relative_path))
     }
@@ -491,6 +505,16 @@ mod tests {
         assert!(!spec.matches("tmp/a.log"));
         assert!(!spec.matches("app/a.debug.log"));
         assert!(!spec.matches("app/a.txt"));
+        // A folder an exclude matches is excluded whole, whatever the globs say of its files.
+        f.exclude = vec!["cache".into(), "**/*.d".into()];
+        let spec = JobSpec::parse("j", &f).unwrap();
+        assert!(!spec.matches("cache/a.log"));
+        assert!(!spec.matches("cache/deep/b.log"));
+        assert!(!spec.matches("x/conf.d/c.log"));
+        assert!(spec.matches("cached/a.log"));
+        assert!(spec.matches("x/conf/c.log"));
+        assert!(spec.excludes_folder("cache") && spec.excludes_folder("a/b.d"));
+        assert!(!spec.excludes_folder("cache2"));
         f.exclude = vec!["ok/*".into(), "[".into()];
         let e = JobSpec::parse("j", &f).unwrap_err();
         assert_eq!(e.field(), "exclude");

@@ -705,3 +705,35 @@ fn released_migrations_are_never_edited() {
         );
     }
 }
+
+#[tokio::test]
+async fn unreadable_object_options_block_their_job_and_strand_no_file() {
+    let store = store_with_job().await;
+    store
+        .create_job("other", &spec("other", "/o", "bucket"))
+        .await
+        .unwrap();
+    add_files(&store, "job", &[seen("a", 1, 1)]).await;
+    add_files(&store, "other", &[seen("b", 1, 1)]).await;
+    sqlx::query("UPDATE upload_jobs SET metadata = 'not json' WHERE id = 'job'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let claimed = store.claim_files(10, &[]).await.unwrap();
+    let claimed: Vec<String> = claimed.into_iter().map(|c| c.path).collect();
+    assert_eq!(claimed, ["b"], "the other job's file is still claimed");
+    let job = store.get_job("job").await.unwrap().unwrap();
+    assert_eq!(
+        job.blocker().map(|(b, _)| b),
+        Some(Blocker::InvalidSpec),
+        "{job:?}"
+    );
+    let files = store.list_files("job", None, None, 10).await.unwrap();
+    assert_eq!(
+        files[0].state.0,
+        FileState::Pending,
+        "not stranded IN_PROGRESS"
+    );
+    assert_eq!(files[0].attempts, 0, "the attempt is not counted");
+    assert_tallies_agree(&store).await;
+}

@@ -171,31 +171,52 @@ impl Store {
         .fetch_all(&self.writer)
         .await?;
         rows.sort_by_key(|r| r.id);
-        rows.into_iter()
-            .map(|r| {
-                let object = r.object()?;
-                Ok(ClaimedFile {
-                    file_id: r.id,
-                    upload_id: r.upload_job_id,
-                    path: r.path,
-                    size: to_u64(r.size),
-                    mtime_ns: r.mtime_ns,
-                    source_folder: PathBuf::from(r.source_folder),
-                    bucket: r.bucket,
-                    object,
-                    attempt: r.attempts,
-                    resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
-                        (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
-                            multipart_upload_id: id,
-                            part_size: to_u64(part_size),
-                            checksum,
-                            settings: r.upload_settings,
-                        }),
-                        _ => None,
-                    },
-                })
-            })
-            .collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let object = match r.object() {
+                Ok(object) => object,
+                Err(e) => {
+                    // Options every write validated, unreadable now (a hand-edited database):
+                    // the job is blocked with the reason and the file goes back, not stranded
+                    // IN_PROGRESS, nor does it stop the other files' claims.
+                    tracing::error!(upload_id = %r.upload_job_id, error = %e, "a job's object options cannot be read; the job is blocked");
+                    let message = e.to_string();
+                    self.set_job_error(
+                        &r.upload_job_id,
+                        Some((crate::core::model::Blocker::InvalidSpec, &message)),
+                    )
+                    .await?;
+                    let version = FileVersion {
+                        file_id: r.id,
+                        size: to_u64(r.size),
+                        mtime_ns: r.mtime_ns,
+                    };
+                    self.requeue_in_progress(&[version]).await?;
+                    continue;
+                }
+            };
+            claimed.push(ClaimedFile {
+                file_id: r.id,
+                upload_id: r.upload_job_id,
+                path: r.path,
+                size: to_u64(r.size),
+                mtime_ns: r.mtime_ns,
+                source_folder: PathBuf::from(r.source_folder),
+                bucket: r.bucket,
+                object,
+                attempt: r.attempts,
+                resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
+                    (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
+                        multipart_upload_id: id,
+                        part_size: to_u64(part_size),
+                        checksum,
+                        settings: r.upload_settings,
+                    }),
+                    _ => None,
+                },
+            });
+        }
+        Ok(claimed)
     }
 
     /// When the next file waiting for a retry is due (ms since the epoch), if any.
