@@ -614,3 +614,52 @@ async fn a_store_without_a_feature_fails_the_file_naming_it() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_orphan_sweep_under_a_chosen_prefix_takes_only_the_jobs_own_paths() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.log", b"a");
+    let ferry = Ferry::start(&[]).await;
+    let body = json!({"source_folder": src.path().to_str().unwrap(), "destination_bucket": s3.bucket,
+        "key_prefix": "", "pattern": "*.log"});
+    assert_eq!(ferry.put("/uploads/root-logs", &body).await.0, 201);
+    assert_eq!(
+        ferry.wait_settled("root-logs", SETTLE).await["state"],
+        "COMPLETED"
+    );
+    // The bucket's root is shared: an upload the job could have begun (a crash between
+    // CreateMultipartUpload and its record), and another writer's.
+    for key in ["crashed.log", "someone-else/video.mp4"] {
+        s3.client
+            .create_multipart_upload()
+            .bucket(&s3.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let ferry = ferry.restart().await;
+    let open_keys = || async {
+        let listed = s3
+            .client
+            .list_multipart_uploads()
+            .bucket(&s3.bucket)
+            .send()
+            .await
+            .unwrap();
+        listed
+            .uploads()
+            .iter()
+            .filter_map(|u| u.key().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while open_keys().await.contains(&"crashed.log".to_owned()) {
+        assert!(Instant::now() < deadline, "{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The sweep and the janitor have had their turn; the other writer's upload stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(open_keys().await, ["someone-else/video.mp4"]);
+}

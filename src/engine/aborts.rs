@@ -20,9 +20,9 @@ const MAX_ABORT_ATTEMPTS: i64 = 10;
 /// Queues for abort every open multipart upload under a job's prefix that the store does not
 /// know: orphans cost money and stay invisible in listings.
 ///
-/// Only keys the job could have begun are taken: under its prefix, and naming a path its
-/// pattern and excludes take. A prefix the user chose (`logs/`, or `""`) may hold another
-/// writer's uploads, which are not ferry's to abort.
+/// Only keys the job could have begun are taken: under its default prefix (`{id}/`, ferry's
+/// own), anything; under a prefix the user chose (`logs/`, or `""`), which may hold another
+/// writer's uploads, only keys naming a path the job's pattern and excludes take.
 pub(super) async fn sweep_orphans(ctx: &Context) {
     let jobs = match ctx.store.list_jobs().await {
         Ok(jobs) => jobs,
@@ -65,9 +65,11 @@ pub(super) async fn sweep_orphans(ctx: &Context) {
                 return;
             }
         };
+        // The default prefix (`{id}/`) is ferry's own: everything open under it is the job's.
+        let own_prefix = prefix == crate::core::object::default_key_prefix(&job.id);
         let ours = |key: &str| {
             key.strip_prefix(prefix.as_str())
-                .is_some_and(|path| spec.matches(path))
+                .is_some_and(|path| own_prefix || spec.matches(path))
         };
         for upload in open
             .into_iter()
