@@ -25,7 +25,7 @@ use aws_sdk_s3::types::{
 };
 
 use crate::core::checksum::ChecksumMode;
-use crate::core::object::ObjectOptions;
+use crate::core::object::{ObjectOptions, StoredLook};
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
@@ -96,6 +96,8 @@ pub struct UploadedPart {
 pub struct StoredAnswer {
     pub etag: Option<String>,
     pub checksum: Option<String>,
+    /// The server-side encryption it says it applied (`x-amz-server-side-encryption`).
+    pub sse: Option<String>,
 }
 
 /// What HeadObject says of an object.
@@ -105,6 +107,8 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
     /// The object's checksum of the configured algorithm, when the server keeps one.
     pub checksum: Option<String>,
+    /// How it is stored: class, encryption, metadata, the count of its tags.
+    pub look: StoredLook,
 }
 
 #[derive(Clone)]
@@ -303,6 +307,7 @@ impl ObjectStore {
                 .send()
                 .await
                 .map(|out| StoredAnswer {
+                    sse: out.server_side_encryption.map(|s| s.as_str().to_owned()),
                     checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
                     etag: out.e_tag,
                 })
@@ -549,6 +554,7 @@ impl ObjectStore {
                 .send()
                 .await
                 .map(|out| StoredAnswer {
+                    sse: out.server_side_encryption.map(|s| s.as_str().to_owned()),
                     checksum: self.answered(out.checksum_crc32_c, out.checksum_crc32),
                     etag: out.e_tag,
                 })
@@ -631,6 +637,20 @@ impl ObjectStore {
                     ChecksumMode::Crc32c => out.checksum_crc32_c.clone(),
                     ChecksumMode::Crc32 => out.checksum_crc32.clone(),
                     ChecksumMode::None => None,
+                },
+                look: StoredLook {
+                    storage_class: out.storage_class.as_ref().map(|c| c.as_str().to_owned()),
+                    sse: out
+                        .server_side_encryption
+                        .as_ref()
+                        .map(|s| s.as_str().to_owned()),
+                    metadata: out
+                        .metadata
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    tag_count: out.tag_count.and_then(|n| usize::try_from(n).ok()),
                 },
                 etag: out.e_tag,
             })

@@ -663,3 +663,99 @@ async fn the_orphan_sweep_under_a_chosen_prefix_takes_only_the_jobs_own_paths() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(open_keys().await, ["someone-else/video.mp4"]);
 }
+
+#[tokio::test]
+async fn a_store_that_takes_an_option_and_drops_it_fails_the_file_naming_it() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    proxy.set_faults(Faults {
+        drop_headers: vec![
+            "x-amz-tagging",
+            "x-amz-storage-class",
+            "x-amz-server-side-encryption",
+            "x-amz-server-side-encryption-aws-kms-key-id",
+        ],
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"a");
+    write_file(src.path(), "big.bin", &content(2, 6 * MIB));
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+    ])
+    .await;
+    let folder = src.path().to_str().unwrap();
+    for (name, extra, says) in [
+        (
+            "tags",
+            json!({"tags": {"team": "a"}}),
+            "tags (1; it keeps 0)",
+        ),
+        (
+            "class",
+            json!({"storage_class": "STANDARD_IA"}),
+            "storage_class STANDARD_IA (it shows STANDARD)",
+        ),
+        (
+            "kms",
+            json!({"sse": "aws:kms", "kms_key_id": "alias/k"}),
+            "sse aws:kms (it shows",
+        ),
+    ] {
+        let mut body = json!({"source_folder": folder, "destination_bucket": s3.bucket});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        assert_eq!(ferry.put(&format!("/uploads/{name}"), &body).await.0, 201);
+        let job = ferry.wait_settled(name, SETTLE).await;
+        assert_eq!(job["state"], "FAILED", "{name}: {job}");
+        assert_eq!(job["failed_files"], 2, "{name}: no file may pass: {job}");
+        for f in ferry.files(name).await {
+            let error = f["last_error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(says) && error.contains("but does not keep it"),
+                "{name} {}: {error}",
+                f["path"]
+            );
+        }
+    }
+    let failures = ferry
+        .metric("ferry_upload_failures_total{reason=\"options_not_applied\",outcome=\"failed\"}")
+        .await;
+    assert_eq!(failures, Some(6.0));
+}
+
+#[tokio::test]
+async fn under_sse_kms_an_etag_is_not_taken_for_an_md5() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    // As AWS answers SSE-KMS objects: ETags that are not the MD5 of the bytes.
+    proxy.set_faults(Faults {
+        corrupt_etag: true,
+        ..Faults::default()
+    });
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"kms bytes");
+    write_file(src.path(), "big.bin", &content(4, 6 * MIB));
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+        // No checksums: the ETag would be the only proof.
+        ("FERRY_CHECKSUM", "none"),
+        ("FERRY_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let folder = src.path().to_str().unwrap();
+    let kms = json!({"source_folder": folder, "destination_bucket": s3.bucket,
+        "sse": "aws:kms", "kms_key_id": "alias/k"});
+    assert_eq!(ferry.put("/uploads/kms", &kms).await.0, 201);
+    let job = ferry.wait_settled("kms", SETTLE).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+    assert!(s3.get("kms/big.bin").await == content(4, 6 * MIB));
+    // Without SSE-KMS the same ETags are wrong bytes, and fail.
+    let plain = json!({"source_folder": folder, "destination_bucket": s3.bucket});
+    assert_eq!(ferry.put("/uploads/plain", &plain).await.0, 201);
+    let job = ferry.wait_settled("plain", SETTLE).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+}

@@ -201,6 +201,76 @@ impl ObjectOptions {
     }
 }
 
+/// What HeadObject shows of how an object is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredLook {
+    /// None: the store names none (STANDARD, on S3).
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// `x-amz-tagging-count`, where the store sends it.
+    pub tag_count: Option<usize>,
+}
+
+impl ObjectOptions {
+    /// Whether the stored object must be read back to prove it carries the job's options: a
+    /// class, metadata or tags (no answer that stores an object shows them), or an encryption
+    /// the storing answer did not confirm. A job without options needs nothing.
+    pub fn needs_proof(&self, answered_sse: Option<&str>) -> bool {
+        self.storage_class.is_some()
+            || !self.metadata.is_empty()
+            || !self.tags.is_empty()
+            || self
+                .sse
+                .as_ref()
+                .is_some_and(|s| answered_sse != Some(s.as_str()))
+    }
+
+    /// The options a stored object does not carry, named as the spec names them, with what the
+    /// store shows instead: empty when it carries them all.
+    pub fn missing_from(&self, seen: &StoredLook) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Some(class) = &self.storage_class {
+            let shown = seen.storage_class.as_deref().unwrap_or("STANDARD");
+            if shown != class {
+                missing.push(format!("storage_class {class} (it shows {shown})"));
+            }
+        }
+        if let Some(sse) = &self.sse
+            && seen.sse.as_deref() != Some(sse.as_str())
+        {
+            missing.push(format!(
+                "sse {} (it shows {})",
+                sse.as_str(),
+                seen.sse.as_deref().unwrap_or("none")
+            ));
+        }
+        let lost: Vec<&str> = self
+            .metadata
+            .iter()
+            .filter(|(k, v)| seen.metadata.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !lost.is_empty() {
+            missing.push(format!("metadata ({} not kept)", lost.join(", ")));
+        }
+        if !self.tags.is_empty() && seen.tag_count != Some(self.tags.len()) {
+            missing.push(format!(
+                "tags ({}; it keeps {})",
+                self.tags.len(),
+                seen.tag_count.unwrap_or(0)
+            ));
+        }
+        missing
+    }
+
+    /// Whether an ETag can be an MD5 of the bytes: not under SSE-KMS, whose ETags are not
+    /// (S3's documentation), so that only a checksum or the size can prove such an object.
+    pub fn etags_are_md5(&self) -> bool {
+        !matches!(self.sse, Some(Sse::Kms { .. }))
+    }
+}
+
 fn shorten(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -568,6 +638,56 @@ mod tests {
                 .map(|o| o.fingerprint())
                 .collect();
         assert_eq!(prints.len(), 5);
+    }
+
+    #[test]
+    fn a_stored_object_must_show_every_option_asked_for() {
+        let mut o = ObjectOptions::defaults("j");
+        assert!(!o.needs_proof(None), "no options, nothing to prove");
+        o.sse = Some(Sse::Aes256);
+        assert!(
+            !o.needs_proof(Some("AES256")),
+            "the storing answer confirmed it"
+        );
+        assert!(o.needs_proof(None));
+        o.storage_class = Some("STANDARD_IA".into());
+        o.metadata = map(&[("owner", "a"), ("team", "b")]);
+        o.tags = map(&[("k", "v")]);
+        assert!(o.needs_proof(Some("AES256")));
+        let kept = StoredLook {
+            storage_class: Some("STANDARD_IA".into()),
+            sse: Some("AES256".into()),
+            metadata: map(&[("owner", "a"), ("team", "b"), ("extra", "x")]),
+            tag_count: Some(1),
+        };
+        assert!(o.missing_from(&kept).is_empty());
+        let dropped = StoredLook {
+            metadata: map(&[("owner", "a")]),
+            ..StoredLook::default()
+        };
+        assert_eq!(
+            o.missing_from(&dropped),
+            [
+                "storage_class STANDARD_IA (it shows STANDARD)",
+                "sse AES256 (it shows none)",
+                "metadata (team not kept)",
+                "tags (1; it keeps 0)",
+            ]
+        );
+        // STANDARD is what S3 shows as no class at all.
+        let mut standard = ObjectOptions::defaults("j");
+        standard.storage_class = Some("STANDARD".into());
+        assert!(standard.missing_from(&StoredLook::default()).is_empty());
+    }
+
+    #[test]
+    fn kms_etags_prove_nothing() {
+        let mut o = ObjectOptions::defaults("j");
+        assert!(o.etags_are_md5());
+        o.sse = Some(Sse::Aes256);
+        assert!(o.etags_are_md5());
+        o.sse = Some(Sse::Kms { key_id: None });
+        assert!(!o.etags_are_md5());
     }
 
     #[test]

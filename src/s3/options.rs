@@ -47,6 +47,29 @@ pub(super) fn metadata(o: &ObjectOptions) -> Option<HashMap<String, String>> {
     (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect())
 }
 
+impl super::ObjectStore {
+    /// How many tags an object keeps (GetObjectTagging), for a store whose HeadObject does not
+    /// say (`x-amz-tagging-count`). A store that does not do tagging (501) keeps none.
+    pub async fn tag_count(&self, bucket: &str, key: &str) -> super::Result<usize> {
+        let answer = self
+            .retrying("GetObjectTagging", || async {
+                self.client
+                    .get_object_tagging()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map(|out| out.tag_set.len())
+                    .map_err(|e| super::error::classify(e, Some(bucket)))
+            })
+            .await;
+        match answer {
+            Err(e) if e.kind == ErrorKind::NotSupported => Ok(0),
+            other => other,
+        }
+    }
+}
+
 /// Whether a refusal may be of the checksum headers rather than of the object's options: with
 /// options on the request, a bare 501 could be either, and only one that says "checksum" is
 /// taken for the checksum's (a store without tagging must not switch every proof to MD5).

@@ -69,6 +69,10 @@ pub struct Faults {
     /// Every request that carries this header is answered 501 NotImplemented, as a store
     /// without the feature answers (Garage for `x-amz-tagging`).
     pub refuse_header: Option<&'static str>,
+    /// These request headers are dropped on the way, as a store drops what it takes and does
+    /// not keep (s3rver's encryption, rclone serve s3's tags). Signatures are not checked by
+    /// LocalStack, so the request still goes through.
+    pub drop_headers: Vec<&'static str>,
 }
 
 const CHECKSUM_HEADERS: [&str; 2] = ["x-amz-checksum-crc32c", "x-amz-checksum-crc32"];
@@ -448,7 +452,8 @@ impl Handler for Forward {
             if !matches!(
                 name.as_str(),
                 "content-length" | "connection" | "transfer-encoding"
-            ) {
+            ) && !faults.drop_headers.contains(&name.as_str())
+            {
                 forward = forward.header(name.as_str(), value.as_bytes());
             }
         }

@@ -32,7 +32,7 @@ use crate::core::plan::{
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge};
-use crate::s3::{ErrorKind, ObjectStore, S3Error, StoredAnswer, name_refused_option};
+use crate::s3::{ErrorKind, ObjectInfo, ObjectStore, S3Error, StoredAnswer, name_refused_option};
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 use local::{Local, ReadPart, current_version, open_local, read_part};
 use resume::{Resumed, expectations};
@@ -61,6 +61,10 @@ pub enum UploadError {
     S3(#[from] S3Error),
     #[error("verification failed: {0}")]
     Verify(String),
+    /// The store took an object option (a class, an encryption, metadata, tags) and the
+    /// object does not carry it.
+    #[error("{0}")]
+    OptionsNotApplied(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +118,7 @@ impl UploadError {
                 ErrorKind::Permanent => "s3_refused",
             },
             UploadError::Verify(_) => "verification",
+            UploadError::OptionsNotApplied(_) => "options_not_applied",
             UploadError::Store(_) => "database",
         }
     }
@@ -167,7 +172,8 @@ impl UploadError {
             }
             UploadError::Read { .. } | UploadError::Store(_) => Recovery::Resume,
             UploadError::Verify(_) => Recovery::StartOver,
-            UploadError::Plan(_) => Recovery::Fail,
+            // The store keeps objects so: another try stores it the same way.
+            UploadError::Plan(_) | UploadError::OptionsNotApplied(_) => Recovery::Fail,
         }
     }
 }
@@ -262,17 +268,19 @@ struct Sent {
 }
 
 impl Sent {
-    fn expected(&self) -> Expected<'_> {
+    /// What the object must be; the ETag only when `md5_etags` (not under SSE-KMS, whose ETags
+    /// are not MD5s of the bytes).
+    fn expected(&self, md5_etags: bool) -> Expected<'_> {
         Expected {
-            etag: self.expected_etag.as_deref(),
+            etag: self.expected_etag.as_deref().filter(|_| md5_etags),
             checksum: self.expected_checksum.as_deref(),
         }
     }
 
     /// What the answer that stored the object proves.
-    fn verdict(&self) -> Verdict {
+    fn verdict(&self, md5_etags: bool) -> Verdict {
         judge(
-            &self.expected(),
+            &self.expected(md5_etags),
             self.answer.etag.as_deref(),
             self.answer.checksum.as_deref(),
         )
@@ -349,26 +357,69 @@ impl Uploader<'_> {
     /// Judges the answer that stored the object. When it proves the bytes (a checksum, or an
     /// ETag in MD5 form, equal to what the bytes sent give), reading the object back would add
     /// a request and prove nothing more; when it proves nothing, HeadObject reads it back.
+    ///
+    /// Then the object must show the job's options (class, encryption, metadata, tags): a store
+    /// that takes one and drops it fails the file, naming it, instead of a COMPLETED job whose
+    /// objects are not what was asked for.
     async fn settle(
         &self,
         file: &ClaimedFile,
         key: &str,
         sent: Sent,
     ) -> Result<Outcome, UploadError> {
-        match sent.verdict() {
-            Verdict::Proven => {
-                tracing::info!(key, bytes = file.size, "uploaded");
-                Ok(Outcome::Uploaded {
-                    etag: sent.answer.etag,
-                })
-            }
+        let md5_etags = file.object.etags_are_md5();
+        let head = match sent.verdict(md5_etags) {
+            Verdict::Proven => None,
             Verdict::Differs {
                 what,
                 reported,
                 expected,
-            } => Err(differs(key, what, &reported, &expected)),
-            Verdict::Unproven => self.verify(file, key, sent).await,
+            } => return Err(differs(key, what, &reported, &expected)),
+            Verdict::Unproven => Some(self.verify(file, key, &sent, md5_etags).await?),
+        };
+        let etag = head
+            .as_ref()
+            .and_then(|h| h.etag.clone())
+            .or(sent.answer.etag.clone());
+        self.prove_options(file, key, sent.answer.sse.as_deref(), head)
+            .await?;
+        tracing::info!(key, bytes = file.size, "uploaded");
+        Ok(Outcome::Uploaded { etag })
+    }
+
+    /// The stored object carries every option of the job, or the file fails naming those it
+    /// lacks. One HeadObject for a job with a class, metadata or tags (none when the storing
+    /// answer confirmed the encryption and nothing else is asked), and GetObjectTagging when the
+    /// HeadObject does not count the tags.
+    async fn prove_options(
+        &self,
+        file: &ClaimedFile,
+        key: &str,
+        answered_sse: Option<&str>,
+        head: Option<ObjectInfo>,
+    ) -> Result<(), UploadError> {
+        let o = &file.object;
+        if !o.needs_proof(answered_sse) {
+            return Ok(());
         }
+        let mut look = match head {
+            Some(info) => info.look,
+            None => self.s3.head_object(&file.bucket, key).await?.look,
+        };
+        if look.sse.is_none() {
+            look.sse = answered_sse.map(str::to_owned);
+        }
+        if !o.tags.is_empty() && look.tag_count.is_none() {
+            look.tag_count = Some(self.s3.tag_count(&file.bucket, key).await?);
+        }
+        let missing = o.missing_from(&look);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(UploadError::OptionsNotApplied(format!(
+            "the store took this job's {} but does not keep it on {key:?}; the object is in the bucket without it",
+            missing.join(", ")
+        )))
     }
 
     /// HeadObject must show the size, the ETag and the checksum the bytes sent give.
@@ -376,8 +427,9 @@ impl Uploader<'_> {
         &self,
         file: &ClaimedFile,
         key: &str,
-        sent: Sent,
-    ) -> Result<Outcome, UploadError> {
+        sent: &Sent,
+        md5_etags: bool,
+    ) -> Result<ObjectInfo, UploadError> {
         let info = self.s3.head_object(&file.bucket, key).await?;
         if info.size != file.size {
             return Err(UploadError::Verify(format!(
@@ -385,19 +437,21 @@ impl Uploader<'_> {
                 info.size, file.size
             )));
         }
-        let etag = info.etag.or(sent.answer.etag.clone());
+        let etag = info.etag.clone().or(sent.answer.etag.clone());
         // The size matched; an opaque ETag without a checksum (SSE-KMS on a store that keeps
         // none) is all some stores give, and is accepted.
         if let Verdict::Differs {
             what,
             reported,
             expected,
-        } = judge(&sent.expected(), etag.as_deref(), info.checksum.as_deref())
-        {
+        } = judge(
+            &sent.expected(md5_etags),
+            etag.as_deref(),
+            info.checksum.as_deref(),
+        ) {
             return Err(differs(key, what, &reported, &expected));
         }
-        tracing::info!(key, bytes = file.size, "uploaded");
-        Ok(Outcome::Uploaded { etag })
+        Ok(info)
     }
 
     /// Sends a small file in one PutObject. Its answer carries the checksum S3 computed from the
@@ -619,7 +673,10 @@ impl Uploader<'_> {
         // S3 checks a part's checksum on receipt, and its answer says so where it carries the
         // checksum; where it does not, the ETag must be the MD5 computed (a store not known to
         // answer with checksums, or none sent).
-        let md5 = md5.map(|d| expected_etag(&[d], false));
+        // Under SSE-KMS a part's ETag is not its MD5: only the checksum can prove it.
+        let md5 = md5
+            .map(|d| expected_etag(&[d], false))
+            .filter(|_| file.object.etags_are_md5());
         let expected = Expected {
             etag: md5.as_deref(),
             checksum: part.checksum.as_deref(),

@@ -118,9 +118,10 @@ impl Uploader<'_> {
         let answer = StoredAnswer {
             etag: info.etag,
             checksum: info.checksum,
+            sse: info.look.sse,
         };
         let sent = expectations(self.s3.checksum_mode(), &done, answer);
-        (sent.verdict() == Verdict::Proven).then_some(sent)
+        (sent.verdict(file.object.etags_are_md5()) == Verdict::Proven).then_some(sent)
     }
 }
 
