@@ -47,6 +47,28 @@ pub struct JobRow {
     pub tags: String,
 }
 
+/// Binds `?1` the job's id, `?2` to `?11` its spec's columns (folder, bucket, pattern, key
+/// prefix, exclude, class, sse, KMS key, metadata, tags) and `?12` its manifest document: the
+/// one order of the INSERT and the UPDATE.
+macro_rules! bind_spec {
+    ($query:expr, $id:expr, $c:expr, $source:expr) => {{
+        let c: &Columns = $c;
+        $query
+            .bind($id)
+            .bind(&c.source_folder)
+            .bind(&c.bucket)
+            .bind(&c.pattern)
+            .bind(&c.key_prefix)
+            .bind(&c.exclude)
+            .bind(&c.storage_class)
+            .bind(&c.sse)
+            .bind(&c.kms_key_id)
+            .bind(&c.metadata)
+            .bind(&c.tags)
+            .bind($source)
+    }};
+}
+
 /// A spec as its columns hold it.
 struct Columns {
     source_folder: String,
@@ -246,28 +268,15 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query(
-                    "UPDATE upload_jobs SET source_folder = ?, destination_bucket = ?, pattern = ?,
-                        key_prefix = ?, exclude = ?, storage_class = ?, sse = ?, kms_key_id = ?,
-                        metadata = ?, tags = ?,
-                        manifest_source = ?, generation = generation + 1, error = NULL,
-                        error_reason = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                     WHERE id = ?",
-                )
-                .bind(&c.source_folder)
-                .bind(&c.bucket)
-                .bind(&c.pattern)
-                .bind(&c.key_prefix)
-                .bind(&c.exclude)
-                .bind(&c.storage_class)
-                .bind(&c.sse)
-                .bind(&c.kms_key_id)
-                .bind(&c.metadata)
-                .bind(&c.tags)
-                .bind(source)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                let update = sqlx::query(
+                    "UPDATE upload_jobs SET source_folder = ?2, destination_bucket = ?3,
+                        pattern = ?4, key_prefix = ?5, exclude = ?6, storage_class = ?7, sse = ?8,
+                        kms_key_id = ?9, metadata = ?10, tags = ?11, manifest_source = ?12,
+                        generation = generation + 1, error = NULL, error_reason = NULL,
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                     WHERE id = ?1",
+                );
+                bind_spec!(update, id, &c, source).execute(&mut *tx).await?;
                 Applied::Updated { reset }
             }
         };
@@ -417,28 +426,17 @@ async fn insert_job(
         Origin::Manifest(source) => Some(source),
         Origin::Api => None,
     };
-    Ok(sqlx::query_as::<_, JobRow>(
+    let insert = sqlx::query_as::<_, JobRow>(
         "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern, key_prefix,
-            exclude, storage_class, sse, kms_key_id, metadata, tags, managed_by, manifest_source)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            exclude, storage_class, sse, kms_key_id, metadata, tags, manifest_source, managed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (id) DO NOTHING
          RETURNING *",
-    )
-    .bind(id)
-    .bind(&c.source_folder)
-    .bind(&c.bucket)
-    .bind(&c.pattern)
-    .bind(&c.key_prefix)
-    .bind(&c.exclude)
-    .bind(&c.storage_class)
-    .bind(&c.sse)
-    .bind(&c.kms_key_id)
-    .bind(&c.metadata)
-    .bind(&c.tags)
-    .bind(origin.as_str())
-    .bind(source)
-    .fetch_optional(&mut **tx)
-    .await?)
+    );
+    Ok(bind_spec!(insert, id, c, source)
+        .bind(origin.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 /// Refuses a spec whose key prefix overlaps another job's in the same bucket: one job could

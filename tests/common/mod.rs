@@ -423,9 +423,19 @@ impl Ferry {
     }
 
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// A JSON request; the answer's status and body (JSON, or the text as a string).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let r = self
             .http
-            .post(self.url(path))
+            .request(method, self.url(path))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -444,20 +454,8 @@ impl Ferry {
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .put(self.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
+        self.send(reqwest::Method::PUT, path, body.to_string())
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
     }
 
     pub async fn delete(&self, path: &str) -> u16 {
