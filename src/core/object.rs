@@ -255,17 +255,16 @@ impl ObjectOptions {
             missing.push(format!("metadata ({} not kept)", lost.join(", ")));
         }
         if !self.tags.is_empty() && seen.tag_count != Some(self.tags.len()) {
-            missing.push(format!(
-                "tags ({}; it keeps {})",
-                self.tags.len(),
-                seen.tag_count.unwrap_or(0)
-            ));
+            missing.push(match seen.tag_count {
+                Some(n) => format!("tags ({}; it keeps {n})", self.tags.len()),
+                None => format!("tags ({}; it shows none)", self.tags.len()),
+            });
         }
         missing
     }
 
-    /// Whether an ETag can be an MD5 of the bytes: not under SSE-KMS, whose ETags are not
-    /// (S3's documentation), so that only a checksum or the size can prove such an object.
+    /// Whether an ETag is an MD5 of the bytes: under SSE-KMS it need not be (S3's
+    /// documentation), so that one that differs proves nothing (one that matches still does).
     pub fn etags_are_md5(&self) -> bool {
         !matches!(self.sse, Some(Sse::Kms { .. }))
     }
@@ -671,9 +670,14 @@ mod tests {
                 "storage_class STANDARD_IA (it shows STANDARD)",
                 "sse AES256 (it shows none)",
                 "metadata (team not kept)",
-                "tags (1; it keeps 0)",
+                "tags (1; it shows none)",
             ]
         );
+        let counted = StoredLook {
+            tag_count: Some(0),
+            ..kept.clone()
+        };
+        assert_eq!(o.missing_from(&counted), ["tags (1; it keeps 0)"]);
         // STANDARD is what S3 shows as no class at all.
         let mut standard = ObjectOptions::defaults("j");
         standard.storage_class = Some("STANDARD".into());

@@ -60,6 +60,22 @@ pub fn judge(expected: &Expected<'_>, etag: Option<&str>, checksum: Option<&str>
     }
 }
 
+/// As [`judge`], for an object whose ETag need not be an MD5 of its bytes when `md5_etags` is
+/// false (SSE-KMS, by S3's documentation): an ETag equal to the MD5-based one still proves the
+/// bytes (an ETag that is not an MD5 does not meet it by chance), one that differs proves
+/// nothing either way.
+pub fn judge_etag(
+    expected: &Expected<'_>,
+    etag: Option<&str>,
+    checksum: Option<&str>,
+    md5_etags: bool,
+) -> Verdict {
+    match judge(expected, etag, checksum) {
+        Verdict::Differs { what: "ETag", .. } if !md5_etags => Verdict::Unproven,
+        verdict => verdict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +87,37 @@ mod tests {
             etag: Some(MD5),
             checksum,
         }
+    }
+
+    #[test]
+    fn under_sse_kms_an_etag_proves_by_matching_and_never_by_differing() {
+        let quoted = format!("\"{MD5}\"");
+        let other = "\"0cc175b9c0f1b6a831c399e269772661\"";
+        assert_eq!(
+            judge_etag(&expected(None), Some(&quoted), None, false),
+            Verdict::Proven
+        );
+        assert_eq!(
+            judge_etag(&expected(None), Some(other), None, false),
+            Verdict::Unproven
+        );
+        assert!(matches!(
+            judge_etag(&expected(None), Some(other), None, true),
+            Verdict::Differs { what: "ETag", .. }
+        ));
+        // A checksum that differs is bytes that differ, encryption or not.
+        assert!(matches!(
+            judge_etag(
+                &expected(Some("yZRlqg==")),
+                Some(&quoted),
+                Some("AAAAAA=="),
+                false
+            ),
+            Verdict::Differs {
+                what: "checksum",
+                ..
+            }
+        ));
     }
 
     #[test]

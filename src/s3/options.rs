@@ -49,8 +49,9 @@ pub(super) fn metadata(o: &ObjectOptions) -> Option<HashMap<String, String>> {
 
 impl super::ObjectStore {
     /// How many tags an object keeps (GetObjectTagging), for a store whose HeadObject does not
-    /// say (`x-amz-tagging-count`). A store that does not do tagging (501) keeps none.
-    pub async fn tag_count(&self, bucket: &str, key: &str) -> super::Result<usize> {
+    /// say (`x-amz-tagging-count`). None when the store cannot show tags: it does not do
+    /// tagging (501), or answers with something else (rclone serve s3 sends the object).
+    pub async fn tag_count(&self, bucket: &str, key: &str) -> super::Result<Option<usize>> {
         let answer = self
             .retrying("GetObjectTagging", || async {
                 self.client
@@ -59,12 +60,12 @@ impl super::ObjectStore {
                     .key(key)
                     .send()
                     .await
-                    .map(|out| out.tag_set.len())
+                    .map(|out| Some(out.tag_set.len()))
                     .map_err(|e| super::error::classify(e, Some(bucket)))
             })
             .await;
         match answer {
-            Err(e) if e.kind == ErrorKind::NotSupported => Ok(0),
+            Err(e) if matches!(e.kind, ErrorKind::NotSupported | ErrorKind::Malformed) => Ok(None),
             other => other,
         }
     }

@@ -31,7 +31,7 @@ use crate::core::plan::{
     PlanError, UploadPlan, check_key, expected_etag, md5_digest, part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
-use crate::core::verify::{Expected, Verdict, judge};
+use crate::core::verify::{Expected, Verdict, judge_etag};
 use crate::s3::{ErrorKind, ObjectInfo, ObjectStore, S3Error, StoredAnswer, name_refused_option};
 use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
 use local::{Local, ReadPart, current_version, open_local, read_part};
@@ -268,21 +268,21 @@ struct Sent {
 }
 
 impl Sent {
-    /// What the object must be; the ETag only when `md5_etags` (not under SSE-KMS, whose ETags
-    /// are not MD5s of the bytes).
-    fn expected(&self, md5_etags: bool) -> Expected<'_> {
+    fn expected(&self) -> Expected<'_> {
         Expected {
-            etag: self.expected_etag.as_deref().filter(|_| md5_etags),
+            etag: self.expected_etag.as_deref(),
             checksum: self.expected_checksum.as_deref(),
         }
     }
 
-    /// What the answer that stored the object proves.
+    /// What the answer that stored the object proves; an ETag that differs proves nothing
+    /// unless `md5_etags` (not under SSE-KMS, whose ETags need not be MD5s of the bytes).
     fn verdict(&self, md5_etags: bool) -> Verdict {
-        judge(
-            &self.expected(md5_etags),
+        judge_etag(
+            &self.expected(),
             self.answer.etag.as_deref(),
             self.answer.checksum.as_deref(),
+            md5_etags,
         )
     }
 }
@@ -410,7 +410,7 @@ impl Uploader<'_> {
             look.sse = answered_sse.map(str::to_owned);
         }
         if !o.tags.is_empty() && look.tag_count.is_none() {
-            look.tag_count = Some(self.s3.tag_count(&file.bucket, key).await?);
+            look.tag_count = self.s3.tag_count(&file.bucket, key).await?;
         }
         let missing = o.missing_from(&look);
         if missing.is_empty() {
@@ -444,10 +444,11 @@ impl Uploader<'_> {
             what,
             reported,
             expected,
-        } = judge(
-            &sent.expected(md5_etags),
+        } = judge_etag(
+            &sent.expected(),
             etag.as_deref(),
             info.checksum.as_deref(),
+            md5_etags,
         ) {
             return Err(differs(key, what, &reported, &expected));
         }
@@ -673,10 +674,8 @@ impl Uploader<'_> {
         // S3 checks a part's checksum on receipt, and its answer says so where it carries the
         // checksum; where it does not, the ETag must be the MD5 computed (a store not known to
         // answer with checksums, or none sent).
-        // Under SSE-KMS a part's ETag is not its MD5: only the checksum can prove it.
-        let md5 = md5
-            .map(|d| expected_etag(&[d], false))
-            .filter(|_| file.object.etags_are_md5());
+        // Under SSE-KMS a part's ETag need not be its MD5: one that differs proves nothing.
+        let md5 = md5.map(|d| expected_etag(&[d], false));
         let expected = Expected {
             etag: md5.as_deref(),
             checksum: part.checksum.as_deref(),
@@ -685,8 +684,12 @@ impl Uploader<'_> {
             what,
             reported,
             expected,
-        } = judge(&expected, Some(&acked.etag), acked.checksum.as_deref())
-        {
+        } = judge_etag(
+            &expected,
+            Some(&acked.etag),
+            acked.checksum.as_deref(),
+            file.object.etags_are_md5(),
+        ) {
             return Err(UploadError::Verify(format!(
                 "part {number} of {key:?}: S3 answered {what} {reported}, the bytes sent give {expected}"
             )));
