@@ -18,6 +18,13 @@ CREATE INDEX upload_jobs_by_bucket ON upload_jobs (destination_bucket);
 -- tags, as a digest): it is resumed only under the same, and starts over otherwise.
 ALTER TABLE files ADD COLUMN upload_settings TEXT;
 
+-- A file whose object is in S3 but no longer looks as the job asks (another class, encryption,
+-- metadata, tags, key prefix or bucket): `restyle` is 'copy' (CopyObject from `restyle_from`,
+-- `{bucket}/{key}` of the object as it is, to the file's object with the new look) or 'tags'
+-- (PutObjectTagging in place), so that the bytes are not sent again. NULL: upload the file.
+ALTER TABLE files ADD COLUMN restyle TEXT CHECK (restyle IN ('copy', 'tags'));
+ALTER TABLE files ADD COLUMN restyle_from TEXT;
+
 -- The job a queued abort belongs to, now that a key's first segment need not be the job's id.
 -- NULL for rows queued before this migration (their keys start with the id).
 ALTER TABLE pending_aborts ADD COLUMN upload_job_id TEXT;

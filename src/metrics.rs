@@ -18,6 +18,9 @@ pub struct Metrics {
     pub uploaded_bytes: Counter,
     pub uploaded_files: Counter,
     pub parts_uploaded: Counter,
+    /// Objects brought to a job's new look without their bytes sent again, by how (`copy`:
+    /// CopyObject, `tags`: PutObjectTagging).
+    pub objects_restyled: LabeledCounter,
     /// S3 requests tried again after a passing fault, by operation (`UploadPart`: parts retried).
     pub s3_retries: LabeledCounter,
     /// Failed upload attempts, by reason and by what happened next.
@@ -37,6 +40,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     uploaded_bytes: Counter::default(),
     uploaded_files: Counter::default(),
     parts_uploaded: Counter::default(),
+    objects_restyled: LabeledCounter::default(),
     s3_retries: LabeledCounter::default(),
     upload_failures: LabeledCounter::default(),
     scans: Counter::default(),
@@ -183,6 +187,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         "ferry_parts_uploaded_total",
         "Multipart parts acknowledged by S3",
         m.parts_uploaded.value(),
+    );
+    labeled(
+        &mut out,
+        "ferry_objects_restyled_total",
+        "Objects brought to a job's new look in S3 without their bytes sent again, by how",
+        &["how"],
+        &m.objects_restyled.snapshot(),
     );
     labeled(
         &mut out,

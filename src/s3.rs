@@ -30,7 +30,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
 use error::{classify, credentials_refused, refuses_checksum_headers};
-pub use options::name_refused_option;
+pub use options::{MAX_COPY_BYTES, name_refused_option};
 use options::{may_be_checksum_refusal, with_options};
 
 pub type Result<T, E = S3Error> = std::result::Result<T, E>;

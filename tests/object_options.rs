@@ -453,58 +453,143 @@ async fn overlapping_prefixes_in_one_bucket_are_refused_with_409() {
     assert_eq!(gitops.get("/uploads/two").await.0, 404);
 }
 
+/// Requests of these operations the proxy forwarded with success so far.
+fn wire(proxy: &Proxy) -> [u64; 4] {
+    ["PutObject", "UploadPart", "CopyObject", "PutObjectTagging"].map(|op| proxy.succeeded(op))
+}
+
 #[tokio::test]
-async fn a_change_to_how_objects_look_uploads_every_file_again() {
+async fn a_change_to_how_objects_look_restyles_them_in_s3_without_sending_the_bytes() {
     let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"a");
     write_file(src.path(), "big.bin", &content(5, 11 * MIB));
-    let ferry = Ferry::start(&[("FERRY_CHUNK_SIZE", "5MiB")]).await;
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+    ])
+    .await;
     let folder = src.path().to_str().unwrap();
     let mut body = json!({"source_folder": folder, "destination_bucket": s3.bucket});
-    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 201);
-    let job = ferry.wait_settled("docs", SETTLE).await;
-    assert_eq!(job["state"], "COMPLETED", "{job}");
+    let mut generation = 1;
+    let mut apply = async |body: &Value| {
+        let (status, answer) = ferry.put("/uploads/docs", body).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (
+                if generation == 1 { 201 } else { 200 },
+                Some(if generation == 1 {
+                    "created"
+                } else {
+                    "updated"
+                })
+            ),
+            "{answer}"
+        );
+        let job = ferry
+            .wait_for("docs", SETTLE, |j| {
+                j["observed_generation"] == generation
+                    && j["state"] != "IN_PROGRESS"
+                    && j["state"] != "PENDING"
+            })
+            .await;
+        assert_eq!(job["state"], "COMPLETED", "{job}\n{}", ferry.log());
+        assert_eq!(job["completed_files"], 2, "{job}");
+        generation += 1;
+    };
+    apply(&body).await;
+    let uploaded = wire(&proxy);
+    assert_eq!(uploaded, [1, 3, 0, 0], "a.txt one PUT, big.bin three parts");
     assert_eq!(stored(&s3, "docs/a.txt").await.storage_class, None);
 
-    // A new class, metadata and tags: every object is written again with them.
+    // A new class, metadata and tags: every object is copied onto itself with them.
     body["storage_class"] = json!("STANDARD_IA");
     body["metadata"] = json!({"owner": "b"});
     body["tags"] = json!({"v": "2"});
-    let (status, answer) = ferry.put("/uploads/docs", &body).await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("updated")));
-    let job = ferry
-        .wait_for("docs", SETTLE, |j| {
-            j["observed_generation"] == 2 && j["state"] == "COMPLETED"
-        })
-        .await;
-    assert_eq!(job["completed_files"], 2, "{job}");
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [1, 3, 2, 0], "two copies, no byte sent again");
     for key in ["docs/a.txt", "docs/big.bin"] {
         let o = stored(&s3, key).await;
         assert_eq!(o.storage_class, Some(StorageClass::StandardIa), "{key}");
         assert_eq!(o.metadata, map(&[("owner", "b")]), "{key}");
         assert_eq!(o.tags, map(&[("v", "2")]), "{key}");
     }
-    // A new prefix: the objects go there too; the old ones stay, as with a new bucket.
+    assert_eq!(
+        stored(&s3, "docs/a.txt").await.content_type.as_deref(),
+        Some("text/plain")
+    );
+    assert!(s3.get("docs/big.bin").await == content(5, 11 * MIB));
+
+    // Tags alone: retagged in place.
+    body["tags"] = json!({"v": "3", "w": "x"});
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [1, 3, 2, 2]);
+    let o = stored(&s3, "docs/big.bin").await;
+    assert_eq!(o.tags, map(&[("v", "3"), ("w", "x")]));
+    assert_eq!(
+        o.storage_class,
+        Some(StorageClass::StandardIa),
+        "the rest stays"
+    );
+
+    // A new prefix: copied from the old keys, which stay, as with a new bucket.
     body["key_prefix"] = json!("v3/");
-    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 200);
-    ferry
-        .wait_for("docs", SETTLE, |j| {
-            j["observed_generation"] == 3 && j["state"] == "COMPLETED"
-        })
-        .await;
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [1, 3, 4, 2]);
     assert_eq!(
         s3.keys().await,
         ["docs/a.txt", "docs/big.bin", "v3/a.txt", "v3/big.bin"]
     );
-    // Only an exclude changes nothing on the objects: no upload again.
-    let puts = ferry.metric("ferry_uploaded_bytes_total").await;
+    assert_eq!(
+        stored(&s3, "v3/big.bin").await.tags,
+        map(&[("v", "3"), ("w", "x")])
+    );
+
+    // An object deleted behind ferry's back cannot be copied: its file is uploaded again.
+    s3.client
+        .delete_object()
+        .bucket(&s3.bucket)
+        .key("v3/a.txt")
+        .send()
+        .await
+        .unwrap();
+    body["storage_class"] = json!("GLACIER_IR");
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [2, 3, 5, 2], "a.txt uploaded, big.bin copied");
+    assert_eq!(s3.get("v3/a.txt").await, b"a");
+    assert_eq!(
+        stored(&s3, "v3/a.txt").await.storage_class,
+        Some(StorageClass::GlacierIr)
+    );
+
+    // A store that does not copy: the files are uploaded again.
+    proxy.set_faults(Faults {
+        refuse: vec![("CopyObject", 501, "NotImplemented")],
+        ..Faults::default()
+    });
+    body["storage_class"] = json!("STANDARD");
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [3, 6, 5, 2], "both uploaded again");
+    assert_eq!(stored(&s3, "v3/big.bin").await.storage_class, None);
+    proxy.set_faults(Faults::default());
+
+    // An exclude alone changes no object.
     body["exclude"] = json!(["*.nothing"]);
-    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 200);
-    ferry
-        .wait_for("docs", SETTLE, |j| j["observed_generation"] == 4)
-        .await;
-    assert_eq!(ferry.metric("ferry_uploaded_bytes_total").await, puts);
+    apply(&body).await;
+    assert_eq!(wire(&proxy), [3, 6, 5, 2]);
+    assert_eq!(
+        ferry
+            .metric("ferry_objects_restyled_total{how=\"copy\"}")
+            .await,
+        Some(5.0)
+    );
+    assert_eq!(
+        ferry
+            .metric("ferry_objects_restyled_total{how=\"tags\"}")
+            .await,
+        Some(2.0)
+    );
 }
 
 #[tokio::test]

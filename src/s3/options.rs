@@ -47,7 +47,105 @@ pub(super) fn metadata(o: &ObjectOptions) -> Option<HashMap<String, String>> {
     (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect())
 }
 
+/// The largest object CopyObject copies in one request (S3's limit); a larger one is uploaded
+/// again instead.
+pub const MAX_COPY_BYTES: u64 = 5 << 30;
+
+/// `x-amz-copy-source`: the bucket and the key, each segment of the key percent-encoded.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let key: Vec<String> = key
+        .split('/')
+        .map(crate::core::url::percent_encode)
+        .collect();
+    format!("{bucket}/{}", key.join("/"))
+}
+
 impl super::ObjectStore {
+    /// Copies an object onto `bucket`/`key` (itself, or from an old prefix or bucket) with the
+    /// job's look: class, encryption, metadata, tags and Content-Type all replaced, so that
+    /// nothing of the old look stays.
+    pub async fn copy_object(
+        &self,
+        (from_bucket, from_key): (&str, &str),
+        bucket: &str,
+        key: &str,
+        (options, content_type): (&ObjectOptions, &str),
+    ) -> super::Result<super::StoredAnswer> {
+        let answer = self
+            .retrying("CopyObject", || async {
+                let request = self
+                    .client
+                    .copy_object()
+                    .copy_source(copy_source(from_bucket, from_key))
+                    .bucket(bucket)
+                    .key(key)
+                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                    .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
+                with_options!(request, options, content_type)
+                    .send()
+                    .await
+                    .map(|out| super::StoredAnswer {
+                        sse: out.server_side_encryption.map(|s| s.as_str().to_owned()),
+                        etag: out.copy_object_result.and_then(|r| r.e_tag),
+                        checksum: None,
+                    })
+                    .map_err(|e| super::error::classify(e, Some(bucket)))
+            })
+            .await;
+        answer.map_err(|e| name_refused_option(e, options))
+    }
+
+    /// Sets an object's tags to the job's (PutObjectTagging; DeleteObjectTagging for none).
+    pub async fn put_object_tagging(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: &ObjectOptions,
+    ) -> super::Result<()> {
+        let answer = if options.tags.is_empty() {
+            self.retrying("DeleteObjectTagging", || async {
+                self.client
+                    .delete_object_tagging()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::error::classify(e, Some(bucket)))
+            })
+            .await
+        } else {
+            let tags = options
+                .tags
+                .iter()
+                .map(|(k, v)| {
+                    aws_sdk_s3::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .expect("key and value are set")
+                })
+                .collect::<Vec<_>>();
+            let tagging = aws_sdk_s3::types::Tagging::builder()
+                .set_tag_set(Some(tags))
+                .build()
+                .expect("the tag set is set");
+            self.retrying("PutObjectTagging", || async {
+                self.client
+                    .put_object_tagging()
+                    .bucket(bucket)
+                    .key(key)
+                    .tagging(tagging.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| super::error::classify(e, Some(bucket)))
+            })
+            .await
+        };
+        answer.map_err(|e| name_refused_option(e, options))
+    }
+
     /// How many tags an object keeps (GetObjectTagging), for a store whose HeadObject does not
     /// say (`x-amz-tagging-count`). None when the store cannot show tags: it does not do
     /// tagging (501), or answers with something else (rclone serve s3 sends the object).
@@ -264,6 +362,15 @@ mod tests {
             name_refused_option(gone.clone(), &options()).message,
             gone.message
         );
+    }
+
+    #[test]
+    fn a_copy_source_encodes_each_segment_of_the_key() {
+        assert_eq!(
+            copy_source("b", "a dir/ü+x.txt"),
+            "b/a%20dir/%C3%BC%2Bx.txt"
+        );
+        assert_eq!(copy_source("b", "plain"), "b/plain");
     }
 
     #[test]

@@ -104,6 +104,7 @@ impl Store {
             sqlx::query(
                 "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
                     attempts = 0, last_error = NULL, etag = NULL, next_attempt_at = ?,
+                    restyle = NULL, restyle_from = NULL,
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                  WHERE id = ?",
             )

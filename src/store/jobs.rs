@@ -141,8 +141,8 @@ impl Origin<'_> {
 pub enum Applied {
     Created,
     Unchanged,
-    /// The spec changed; `reset` when the folder or the bucket did, so that every file goes
-    /// again to the new place.
+    /// The spec changed; `reset` when how the objects look did (the folder, bucket, key
+    /// prefix, class, encryption, metadata or tags), so that every file goes again.
     Updated {
         reset: bool,
     },
@@ -261,12 +261,15 @@ impl Store {
             }
             Some(job) => {
                 let reset = c.moves_objects(job);
-                if reset {
+                if job.source_folder != c.source_folder {
+                    // Other files: forgotten, and found again by the next scan.
                     queue_job_aborts(&mut tx, id, &job.destination_bucket).await?;
                     sqlx::query("DELETE FROM files WHERE upload_job_id = ?")
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                } else if reset {
+                    restyle_files(&mut tx, job, &c).await?;
                 }
                 let update = sqlx::query(
                     "UPDATE upload_jobs SET source_folder = ?2, destination_bucket = ?3,
@@ -413,6 +416,56 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// The job's objects are to look otherwise (another bucket, prefix, class, encryption,
+/// metadata or tags), in the caller's transaction, before the job's row changes: every file goes
+/// again. One whose object is in S3 (UPLOADED, or waiting for an earlier restyle) is to be
+/// copied from where its bytes are (`restyle_from`) to its new look (CopyObject), or only
+/// retagged in place (PutObjectTagging) when the tags alone changed; the others upload afresh,
+/// their open multipart uploads, begun under the old look, queued for abort.
+async fn restyle_files(
+    tx: &mut Transaction<'static, Sqlite>,
+    job: &JobRow,
+    c: &Columns,
+) -> Result<()> {
+    queue_job_aborts(tx, &job.id, &job.destination_bucket).await?;
+    sqlx::query(
+        "DELETE FROM parts WHERE file_id IN
+            (SELECT id FROM files WHERE upload_job_id = ? AND multipart_upload_id IS NOT NULL)",
+    )
+    .bind(&job.id)
+    .execute(&mut **tx)
+    .await?;
+    let tags_only = job.destination_bucket == c.bucket
+        && job.key_prefix == c.key_prefix
+        && job.storage_class == c.storage_class
+        && job.sse == c.sse
+        && job.kms_key_id == c.kms_key_id
+        && job.metadata == c.metadata;
+    sqlx::query(
+        "UPDATE files SET
+            restyle = CASE
+                WHEN state = 'UPLOADED' OR restyle = 'tags' THEN ?2
+                WHEN restyle = 'copy' THEN 'copy'
+            END,
+            restyle_from = CASE
+                WHEN state = 'UPLOADED' THEN ?3 || '/' || ?4 || path
+                WHEN restyle IS NOT NULL THEN restyle_from
+            END,
+            state = 'PENDING', attempts = 0, next_attempt_at = NULL, last_error = NULL,
+            multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
+            upload_settings = NULL, bytes_sent = 0,
+            updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE upload_job_id = ?1",
+    )
+    .bind(&job.id)
+    .bind(if tags_only { "tags" } else { "copy" })
+    .bind(&job.destination_bucket)
+    .bind(&job.key_prefix)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Inserts a job; None when the id is taken.

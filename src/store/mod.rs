@@ -19,7 +19,7 @@ mod uploads;
 pub use aborts::{AbortsGivenUp, PendingAbort};
 pub use files::{FileRow, StoredFileState};
 pub use jobs::{Applied, JobRow, Origin};
-pub use uploads::{ClaimedFile, FileVersion, OpenUpload, PartRecord};
+pub use uploads::{ClaimedFile, FileVersion, OpenUpload, PartRecord, Restyle};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -6,6 +6,7 @@ use super::*;
 use crate::core::diff::SeenFile;
 use crate::core::model::{Blocker, FileState};
 use crate::core::spec::{JobSpec, SpecFields};
+use crate::store::Restyle;
 
 /// The tallies triggers keep (migration 0005) against a count over the files themselves.
 async fn assert_tallies_agree(store: &Store) {
@@ -144,13 +145,27 @@ async fn key_prefixes_in_one_bucket_must_not_overlap() {
     assert_eq!(store.job_ids().await.unwrap(), ["job", "d", "e"]);
 }
 
+/// Each file's `(state, restyle, restyle_from)`, by path.
+async fn restyles(store: &Store) -> Vec<(String, FileState, Option<String>, Option<String>)> {
+    sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(
+        "SELECT path, state, restyle, restyle_from FROM files ORDER BY path",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(p, s, r, f)| (p, s.parse().unwrap(), r, f))
+    .collect()
+}
+
 #[tokio::test]
-async fn a_change_to_how_objects_look_uploads_every_file_again() {
+async fn a_change_to_how_objects_look_restyles_what_is_in_s3_and_uploads_the_rest() {
     let store = store_with_job().await;
     add_files(&store, "job", &[seen("a", 1, 1), seen("b", 2, 1)]).await;
     let claimed = store.claim_files(2, &[]).await.unwrap();
     assert_eq!(claimed[0].key(), "job/a");
     assert_eq!(claimed[0].location(), "bucket/job/a");
+    assert_eq!(claimed[0].restyle, None);
     store
         .set_multipart_upload(claimed[0].version(), &open("mpu-a"))
         .await
@@ -161,30 +176,13 @@ async fn a_change_to_how_objects_look_uploads_every_file_again() {
             .await
             .unwrap()
     );
-    type Edit = fn(&mut SpecFields);
-    let edits: [(Edit, bool); 7] = [
-        (|f| f.pattern = Some("*".into()), false),
-        (|f| f.exclude = vec!["*.tmp".into()], false),
-        (|f| f.storage_class = Some("STANDARD_IA".into()), true),
-        (|f| f.sse = Some("AES256".into()), true),
-        (
-            |f| {
-                f.metadata.insert("owner".into(), "a".into());
-            },
-            true,
-        ),
-        (
-            |f| {
-                f.tags.insert("team".into(), "a".into());
-            },
-            true,
-        ),
-        (|f| f.key_prefix = Some("moved/".into()), true),
-    ];
-    for (edit, resets) in edits {
-        add_files(&store, "job", &[seen("a", 1, 1)]).await;
-        let before = store.job_tally("job").await.unwrap().total_files();
-        let (applied, row) = store
+
+    // A pattern or an exclude changes no object.
+    for edit in [
+        (|f: &mut SpecFields| f.pattern = Some("*".into())) as fn(&mut SpecFields),
+        |f| f.exclude = vec!["*.tmp".into()],
+    ] {
+        let (applied, _) = store
             .apply_job(
                 "job",
                 &spec_with("job", "/src", "bucket", edit),
@@ -192,25 +190,33 @@ async fn a_change_to_how_objects_look_uploads_every_file_again() {
             )
             .await
             .unwrap();
-        assert_eq!(applied, Applied::Updated { reset: resets }, "{row:?}");
-        let after = store.job_tally("job").await.unwrap().total_files();
-        assert_eq!(after == 0, resets, "{before} -> {after}: {row:?}");
-        // The same spec again changes nothing.
-        let (again, _) = store
-            .apply_job(
-                "job",
-                &spec_with("job", "/src", "bucket", edit),
-                Origin::Api,
-            )
-            .await
-            .unwrap();
-        assert_eq!(again, Applied::Unchanged);
-        // Back to the plain spec for the next edit.
-        store
-            .apply_job("job", &spec("job", "/src", "bucket"), Origin::Api)
-            .await
-            .unwrap();
+        assert_eq!(applied, Applied::Updated { reset: false });
     }
+    // Tags alone: the object in S3 (b) is retagged in place; the upload of a starts afresh.
+    let tagged = |f: &mut SpecFields| {
+        f.tags.insert("team".into(), "a".into());
+    };
+    let (applied, _) = store
+        .apply_job(
+            "job",
+            &spec_with("job", "/src", "bucket", tagged),
+            Origin::Api,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Updated { reset: true });
+    assert_eq!(
+        restyles(&store).await,
+        [
+            ("a".into(), FileState::Pending, None, None),
+            (
+                "b".into(),
+                FileState::Pending,
+                Some("tags".into()),
+                Some("bucket/job/b".into())
+            ),
+        ]
+    );
     // The open upload was queued for abort under the key it was begun with, for its job.
     let queued: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT key, upload_job_id FROM pending_aborts")
@@ -218,6 +224,57 @@ async fn a_change_to_how_objects_look_uploads_every_file_again() {
             .await
             .unwrap();
     assert_eq!(queued, [("job/a".to_owned(), Some("job".to_owned()))]);
+    // Then a new prefix and class before b was retagged: b is copied from where its bytes are.
+    let moved = |f: &mut SpecFields| {
+        f.key_prefix = Some("moved/".into());
+        f.storage_class = Some("STANDARD_IA".into());
+    };
+    store
+        .apply_job(
+            "job",
+            &spec_with("job", "/src", "bucket", moved),
+            Origin::Api,
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_files(2, &[]).await.unwrap();
+    let b = claimed.iter().find(|c| c.path == "b").unwrap();
+    assert_eq!(b.key(), "moved/b");
+    assert_eq!(
+        b.restyle,
+        Some(Restyle::Copy {
+            bucket: "bucket".into(),
+            key: "job/b".into()
+        })
+    );
+    assert_eq!(
+        claimed.iter().find(|c| c.path == "a").unwrap().restyle,
+        None
+    );
+    // Once uploaded (copied), nothing is left to restyle; a change on disk uploads afresh.
+    assert!(store.mark_uploaded(b.version(), None).await.unwrap());
+    assert_eq!(restyles(&store).await[1].2, None);
+    // The same spec again changes nothing.
+    let (again, _) = store
+        .apply_job(
+            "job",
+            &spec_with("job", "/src", "bucket", moved),
+            Origin::Api,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Applied::Unchanged);
+    // A new folder forgets the files: they are others.
+    store
+        .apply_job("job", &spec("job", "/elsewhere", "bucket"), Origin::Api)
+        .await
+        .unwrap();
+    assert!(restyles(&store).await.is_empty());
+    assert_tallies_agree(&store).await;
+    store
+        .apply_job("job", &spec("job", "/src", "bucket"), Origin::Api)
+        .await
+        .unwrap();
     let row = store.get_job("job").await.unwrap().unwrap();
     let fields = row.fields().unwrap();
     assert_eq!(fields.key_prefix.as_deref(), Some("job/"));

@@ -27,6 +27,17 @@ pub struct ClaimedFile {
     pub attempt: i64,
     /// The multipart upload left open by an earlier attempt, to resume.
     pub resume: Option<OpenUpload>,
+    /// The file's bytes are in S3 already, in another look: what to do instead of uploading.
+    pub restyle: Option<Restyle>,
+}
+
+/// How an object in S3 is brought to the job's new look without sending its bytes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restyle {
+    /// CopyObject from this object (`bucket`, `key`) to the file's, with the new look.
+    Copy { bucket: String, key: String },
+    /// PutObjectTagging on the file's object: only the tags changed.
+    Tags,
 }
 
 /// A multipart upload in progress, as recorded.
@@ -92,6 +103,8 @@ struct ClaimRow {
     part_size: Option<i64>,
     checksum: Option<String>,
     upload_settings: Option<String>,
+    restyle: Option<String>,
+    restyle_from: Option<String>,
     source_folder: String,
     bucket: String,
     key_prefix: String,
@@ -103,6 +116,17 @@ struct ClaimRow {
 }
 
 impl ClaimRow {
+    fn restyle(&self) -> Option<Restyle> {
+        match (self.restyle.as_deref(), self.restyle_from.as_deref()) {
+            (Some("tags"), _) => Some(Restyle::Tags),
+            (Some("copy"), Some(from)) => from.split_once('/').map(|(bucket, key)| Restyle::Copy {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+
     fn object(&self) -> Result<ObjectOptions> {
         let corrupt = |what: String| {
             StoreError::Corrupt(format!(
@@ -155,7 +179,7 @@ impl Store {
                     NOT IN (SELECT value FROM json_each(?))
                 ORDER BY f.id LIMIT CAST(? AS INTEGER))
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
-                multipart_upload_id, part_size, checksum, upload_settings,
+                multipart_upload_id, part_size, checksum, upload_settings, restyle, restyle_from,
                 (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
                 (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket,
                 (SELECT key_prefix FROM upload_jobs WHERE id = upload_job_id) AS key_prefix,
@@ -195,7 +219,9 @@ impl Store {
                     continue;
                 }
             };
+            let restyle = r.restyle();
             claimed.push(ClaimedFile {
+                restyle,
                 file_id: r.id,
                 upload_id: r.upload_job_id,
                 path: r.path,
@@ -348,7 +374,7 @@ impl Store {
             () => {
                 "UPDATE files SET state = 'UPLOADED', bytes_sent = size,
                     multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
-                    upload_settings = NULL,
+                    upload_settings = NULL, restyle = NULL, restyle_from = NULL,
                     last_error = NULL, next_attempt_at = NULL,
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
             };
@@ -487,6 +513,7 @@ impl Store {
         release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
         sqlx::query(
             "UPDATE files SET state = 'FAILED', bytes_sent = 0, last_error = ?, next_attempt_at = NULL,
+                restyle = NULL, restyle_from = NULL,
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              WHERE id = ?",
         )
@@ -515,7 +542,7 @@ impl Store {
             Some((size, mtime_ns)) => {
                 sqlx::query(
                     "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
-                        attempts = 0, next_attempt_at = ?,
+                        attempts = 0, next_attempt_at = ?, restyle = NULL, restyle_from = NULL,
                         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?",
                 )

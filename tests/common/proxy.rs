@@ -256,6 +256,8 @@ pub fn operation(method: &str, path: &str, query: &str) -> &'static str {
         .is_some_and(|(_, key)| !key.is_empty());
     match method {
         "PUT" if has("partNumber") && has("uploadId") => "UploadPart",
+        "PUT" if has("tagging") => "PutObjectTagging",
+        "GET" if has("tagging") => "GetObjectTagging",
         "PUT" if has_key => "PutObject",
         "PUT" => "CreateBucket",
         "POST" if has("uploads") => "CreateMultipartUpload",
@@ -298,7 +300,10 @@ impl Handler for Forward {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let query = req.uri().query().unwrap_or("").to_owned();
-        let op = operation(&method, &path, &query);
+        let op = match operation(&method, &path, &query) {
+            "PutObject" if req.headers().contains_key("x-amz-copy-source") => "CopyObject",
+            op => op,
+        };
         *state
             .received
             .lock()

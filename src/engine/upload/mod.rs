@@ -10,7 +10,9 @@
 //! ETag): the ETag and checksum S3 computed from the bytes it received. When that answer proves
 //! nothing, HeadObject reads the object back (size, checksum, ETag).
 
+mod error;
 mod local;
+mod look;
 mod resume;
 
 use std::collections::BTreeMap;
@@ -28,12 +30,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::core::md5::md5_many;
 use crate::core::object::content_type;
 use crate::core::plan::{
-    PlanError, UploadPlan, check_key, expected_etag, md5_digest, part_range, plan_upload,
+    UploadPlan, check_key, expected_etag, md5_digest, part_range, plan_upload,
 };
 use crate::core::spec::SymlinkPolicy;
 use crate::core::verify::{Expected, Verdict, judge_etag};
-use crate::s3::{ErrorKind, ObjectInfo, ObjectStore, S3Error, StoredAnswer, name_refused_option};
-use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store, StoreError};
+use crate::s3::{ObjectInfo, ObjectStore, StoredAnswer, name_refused_option};
+use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store};
+use error::read_error;
+pub use error::{Cause, Recovery, Refund, UploadError};
 use local::{Local, ReadPart, current_version, open_local, read_part};
 use resume::{Resumed, expectations};
 
@@ -46,136 +50,6 @@ pub enum Outcome {
     Changed { now: Option<(u64, i64)> },
     /// The store no longer wants this upload (the job was deleted or a scan saw a change).
     Superseded,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UploadError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error("{0}")]
-    S3(#[from] S3Error),
-    #[error("verification failed: {0}")]
-    Verify(String),
-    /// The store took an object option (a class, an encryption, metadata, tags) and the
-    /// object does not carry it.
-    #[error("{0}")]
-    OptionsNotApplied(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Why an attempt is given back (`UploadError::not_the_files_fault`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    S3Unreachable,
-    ChecksumsRefused,
-    DatabaseUnavailable,
-}
-
-/// How a file whose attempt is given back goes again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refund {
-    pub cause: Cause,
-    /// From now, in milliseconds.
-    pub delay_ms: i64,
-    /// Resume the open multipart upload (else it is let go of, and the file starts over).
-    pub keep_upload: bool,
-}
-
-/// What to do after a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Try again later, resuming the multipart upload (a passing fault).
-    Resume,
-    /// Try again later from scratch (the upload itself is suspect).
-    StartOver,
-    /// The bucket refused the job: block the job with the reason.
-    BlockJob,
-    /// Trying again cannot help until someone acts (permissions on the file, a 6 TiB file).
-    Fail,
-}
-
-impl UploadError {
-    /// A short, fixed name for the kind of failure (a metrics label).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            UploadError::Read { .. } => "read",
-            UploadError::Plan(PlanError::TooLarge { .. }) => "too_large",
-            UploadError::Plan(PlanError::KeyTooLong { .. }) => "key_too_long",
-            UploadError::S3(e) => match e.kind {
-                ErrorKind::Transient => "s3_transient",
-                ErrorKind::NoSuchBucket => "no_such_bucket",
-                ErrorKind::AccessDenied => "access_denied",
-                ErrorKind::NoSuchUpload => "no_such_upload",
-                ErrorKind::NotSupported => "not_supported",
-                ErrorKind::Malformed => "s3_malformed",
-                ErrorKind::ChecksumsRefused => "checksums_refused",
-                ErrorKind::Permanent => "s3_refused",
-            },
-            UploadError::Verify(_) => "verification",
-            UploadError::OptionsNotApplied(_) => "options_not_applied",
-            UploadError::Store(_) => "database",
-        }
-    }
-
-    /// When the attempt failed through no fault of the file's, so that it must not count: how
-    /// the file goes again. S3 gave no answer at all (the breaker then holds every upload); the
-    /// store refused the checksum headers (ferry sends none from now on); ferry's own database
-    /// could not take a write (a full disk). None: the attempt counts.
-    pub fn not_the_files_fault(&self) -> Option<Refund> {
-        match self {
-            UploadError::S3(e) if e.unreachable && self.recovery() == Recovery::Resume => {
-                Some(Refund {
-                    cause: Cause::S3Unreachable,
-                    delay_ms: 0,
-                    keep_upload: true,
-                })
-            }
-            UploadError::S3(e) if e.kind == ErrorKind::ChecksumsRefused => Some(Refund {
-                cause: Cause::ChecksumsRefused,
-                delay_ms: 0,
-                keep_upload: false,
-            }),
-            UploadError::Store(e) if e.is_unavailable() => Some(Refund {
-                cause: Cause::DatabaseUnavailable,
-                delay_ms: 1000,
-                keep_upload: true,
-            }),
-            _ => None,
-        }
-    }
-
-    pub fn recovery(&self) -> Recovery {
-        match self {
-            UploadError::S3(e) => match e.kind {
-                ErrorKind::Transient => Recovery::Resume,
-                ErrorKind::NoSuchBucket | ErrorKind::AccessDenied => Recovery::BlockJob,
-                ErrorKind::NoSuchUpload
-                | ErrorKind::Permanent
-                | ErrorKind::Malformed
-                | ErrorKind::ChecksumsRefused => Recovery::StartOver,
-                // The store does not do what this upload needs: trying again cannot help.
-                ErrorKind::NotSupported => Recovery::Fail,
-            },
-            UploadError::Read { source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
-                ) =>
-            {
-                Recovery::Fail
-            }
-            UploadError::Read { .. } | UploadError::Store(_) => Recovery::Resume,
-            UploadError::Verify(_) => Recovery::StartOver,
-            // The store keeps objects so: another try stores it the same way.
-            UploadError::Plan(_) | UploadError::OptionsNotApplied(_) => Recovery::Fail,
-        }
-    }
 }
 
 /// Parts of one file sent at once.
@@ -305,6 +179,11 @@ impl Uploader<'_> {
     pub async fn upload(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
         let key = file.key();
         check_key(&key)?;
+        if let Some(restyle) = &file.restyle
+            && let Some(outcome) = self.restyle(file, &key, restyle).await?
+        {
+            return Ok(outcome);
+        }
         let plan = plan_upload(file.size, self.chunk_size)?;
         // Every local step (resolve, stat, open, and for a small file the whole read and the
         // stat after it) in one trip to the blocking pool: per file, the hand-offs between
@@ -385,41 +264,6 @@ impl Uploader<'_> {
             .await?;
         tracing::info!(key, bytes = file.size, "uploaded");
         Ok(Outcome::Uploaded { etag })
-    }
-
-    /// The stored object carries every option of the job, or the file fails naming those it
-    /// lacks. One HeadObject for a job with a class, metadata or tags (none when the storing
-    /// answer confirmed the encryption and nothing else is asked), and GetObjectTagging when the
-    /// HeadObject does not count the tags.
-    async fn prove_options(
-        &self,
-        file: &ClaimedFile,
-        key: &str,
-        answered_sse: Option<&str>,
-        head: Option<ObjectInfo>,
-    ) -> Result<(), UploadError> {
-        let o = &file.object;
-        if !o.needs_proof(answered_sse) {
-            return Ok(());
-        }
-        let mut look = match head {
-            Some(info) => info.look,
-            None => self.s3.head_object(&file.bucket, key).await?.look,
-        };
-        if look.sse.is_none() {
-            look.sse = answered_sse.map(str::to_owned);
-        }
-        if !o.tags.is_empty() && look.tag_count.is_none() {
-            look.tag_count = self.s3.tag_count(&file.bucket, key).await?;
-        }
-        let missing = o.missing_from(&look);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(UploadError::OptionsNotApplied(format!(
-            "the store took this job's {} but does not keep it on {key:?}; the object is in the bucket without it",
-            missing.join(", ")
-        )))
     }
 
     /// HeadObject must show the size, the ETag and the checksum the bytes sent give.
@@ -792,52 +636,9 @@ async fn changed_or<T>(
     }
 }
 
-fn read_error(path: &Path, source: std::io::Error) -> UploadError {
-    UploadError::Read {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn what_happens_after_each_kind_of_failure() {
-        let s3 = |kind| {
-            UploadError::S3(S3Error {
-                kind,
-                message: String::new(),
-                unreachable: false,
-            })
-        };
-        assert_eq!(s3(ErrorKind::Transient).recovery(), Recovery::Resume);
-        assert_eq!(s3(ErrorKind::NoSuchBucket).recovery(), Recovery::BlockJob);
-        assert_eq!(s3(ErrorKind::AccessDenied).recovery(), Recovery::BlockJob);
-        assert_eq!(s3(ErrorKind::NoSuchUpload).recovery(), Recovery::StartOver);
-        assert_eq!(s3(ErrorKind::Permanent).recovery(), Recovery::StartOver);
-        assert_eq!(
-            UploadError::Verify(String::new()).recovery(),
-            Recovery::StartOver
-        );
-        let read = |kind| UploadError::Read {
-            path: String::new(),
-            source: std::io::Error::from(kind),
-        };
-        assert_eq!(
-            read(std::io::ErrorKind::PermissionDenied).recovery(),
-            Recovery::Fail
-        );
-        assert_eq!(
-            read(std::io::ErrorKind::Interrupted).recovery(),
-            Recovery::Resume
-        );
-        assert_eq!(
-            UploadError::Plan(PlanError::TooLarge { size: 0 }).recovery(),
-            Recovery::Fail
-        );
-    }
 
     #[tokio::test]
     async fn owed_md5s_are_computed_together_and_let_go_of_the_bytes() {
