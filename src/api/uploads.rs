@@ -231,9 +231,10 @@ async fn read_spec(
 /// Declarative and idempotent: the job named `upload_id` (a DNS-1123 label, such as `nightly-logs`) is made
 /// to have this spec. 201 when created, 200 when it already had it (`unchanged`) or was changed
 /// (`updated`, its generation bumped). A new pattern or exclude takes new files in and lets files
-/// that no longer match leave the count; a new folder, bucket, key prefix, storage class,
-/// encryption, metadata or tags uploads every file again, as it now should be. Objects already in
-/// S3 stay.
+/// that no longer match leave the count; a new bucket, key prefix, storage class, encryption,
+/// metadata or tags brings every object to its new look (copied or retagged in S3 where its bytes
+/// are, uploaded where they cannot be), and a new folder uploads its files. Objects under an old
+/// prefix or bucket stay.
 #[endpoint(operation_id = "ferry.api.put_upload", 
     tags("uploads"),
     request_body = CreateUpload,

@@ -140,12 +140,6 @@ impl ObjectOptions {
         format!("{}{relative_path}", self.key_prefix)
     }
 
-    /// Whether every object looks the same under both (the key prefix, class, encryption,
-    /// metadata and tags): what decides that a spec change must upload every file again.
-    pub fn same_objects(&self, other: &ObjectOptions) -> bool {
-        self == other
-    }
-
     /// The tags as `x-amz-tagging` wants them: a URL query, each key and value percent-encoded.
     pub fn tagging(&self) -> Option<String> {
         if self.tags.is_empty() {
