@@ -331,3 +331,83 @@ async fn object_options_are_applied_or_refused_by_name() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// A change of look on objects already in the store: copied onto themselves (CopyObject),
+/// retagged (PutObjectTagging), or, where the store will not, uploaded again; never an object
+/// that lost its bytes, never COMPLETED without the new look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_look_restyles_the_objects_in_place() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = content(61, 6 * MIB);
+    write_file(src.path(), "small.json", b"{}");
+    write_file(src.path(), "big.bin", &big);
+    let ferry = Ferry::start(&[("FERRY_MAX_ATTEMPTS", "2")]).await;
+    let folder = src.path().to_str().unwrap();
+    let mut body = serde_json::json!({"source_folder": folder, "destination_bucket": s3.bucket});
+    let mut failed = Vec::new();
+    for (generation, (what, extra)) in [
+        ("upload", serde_json::json!({})),
+        (
+            "metadata changed",
+            serde_json::json!({"metadata": {"owner": "b"}}),
+        ),
+        ("tags changed", serde_json::json!({"tags": {"v": "2"}})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let copies = ferry
+            .metric("ferry_objects_restyled_total{how=\"copy\"}")
+            .await;
+        let retags = ferry
+            .metric("ferry_objects_restyled_total{how=\"tags\"}")
+            .await;
+        let uploads = ferry.metric("ferry_uploaded_bytes_total").await;
+        let (status, answer) = ferry.put("/uploads/look", &body).await;
+        assert!(status == 200 || status == 201, "{answer}");
+        let job = ferry
+            .wait_for("look", SETTLE, |j| {
+                j["observed_generation"] == generation as u64 + 1
+                    && (j["state"] == "COMPLETED" || j["state"] == "FAILED")
+            })
+            .await;
+        if generation == 0 {
+            assert_eq!(job["state"], "COMPLETED", "{job}");
+            continue;
+        }
+        let how = if job["state"] != "COMPLETED" {
+            let errors = failures(&ferry, "look").await;
+            if !errors.contains("the store refused") && !errors.contains("but does not keep it") {
+                failed.push(format!("{what}: FAILED without naming why: {errors}"));
+            }
+            format!("FAILED, naming it: {errors}")
+        } else {
+            let copied = ferry
+                .metric("ferry_objects_restyled_total{how=\"copy\"}")
+                .await
+                != copies;
+            let retagged = ferry
+                .metric("ferry_objects_restyled_total{how=\"tags\"}")
+                .await
+                != retags;
+            let sent = ferry.metric("ferry_uploaded_bytes_total").await != uploads;
+            if s3.get("look/big.bin").await != big {
+                failed.push(format!("{what}: the object lost its bytes"));
+            }
+            match (copied, retagged, sent) {
+                (true, false, false) => "copied in place (CopyObject), no byte sent".to_owned(),
+                (false, true, false) => {
+                    "retagged in place (PutObjectTagging), no byte sent".to_owned()
+                }
+                (_, _, true) => "the store would not restyle: uploaded again".to_owned(),
+                other => format!("COMPLETED, restyled as {other:?}"),
+            }
+        };
+        report(&format!("a change of look: {what}"), &how);
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
