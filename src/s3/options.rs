@@ -80,7 +80,11 @@ impl super::ObjectStore {
                     .bucket(bucket)
                     .key(key)
                     .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                    .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
+                    .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+                    // The copy gets a checksum of its own, computed by the store from the bytes,
+                    // instead of the source's: a copied multipart object is one part, and a
+                    // store that kept the old composite (moto) fails every checked GetObject.
+                    .set_checksum_algorithm(super::algorithm(self.checksum_mode()));
                 with_options!(request, options, content_type)
                     .send()
                     .await
