@@ -844,3 +844,61 @@ async fn under_sse_kms_an_etag_is_not_taken_for_an_md5() {
     let job = ferry.wait_settled("plain", SETTLE).await;
     assert_eq!(job["state"], "FAILED", "{job}");
 }
+
+#[tokio::test]
+async fn a_restyle_killed_midway_is_taken_up_again_after_the_restart() {
+    let s3 = S3::new_bucket().await;
+    let proxy = Proxy::start(&s3_endpoint()).await;
+    let src = tempfile::tempdir().unwrap();
+    write_file(src.path(), "a.txt", b"a");
+    write_file(src.path(), "big.bin", &content(8, 6 * MIB));
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CHUNK_SIZE", "5MiB"),
+    ])
+    .await;
+    let mut body =
+        json!({"source_folder": src.path().to_str().unwrap(), "destination_bucket": s3.bucket});
+    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 201);
+    assert_eq!(
+        ferry.wait_settled("docs", SETTLE).await["state"],
+        "COMPLETED"
+    );
+    let uploaded = wire(&proxy);
+
+    // The copies hang at the store; ferry is killed with SIGKILL while they do.
+    proxy.set_faults(Faults {
+        hang: vec!["CopyObject"],
+        ..Faults::default()
+    });
+    body["storage_class"] = json!("STANDARD_IA");
+    assert_eq!(ferry.put("/uploads/docs", &body).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.received("CopyObject") < 1 {
+        assert!(Instant::now() < deadline, "{}", ferry.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.set_faults(Faults::default());
+    let ferry = ferry.restart().await;
+    let job = ferry
+        .wait_for("docs", SETTLE, |j| {
+            j["observed_generation"] == 2 && j["state"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["completed_files"], 2, "{job}");
+    let [puts, parts, copies, _] = wire(&proxy);
+    assert_eq!(
+        [puts, parts],
+        [uploaded[0], uploaded[1]],
+        "no byte sent again"
+    );
+    assert_eq!(copies, 2, "both objects copied once the store answered");
+    for key in ["docs/a.txt", "docs/big.bin"] {
+        assert_eq!(
+            stored(&s3, key).await.storage_class,
+            Some(StorageClass::StandardIa),
+            "{key}"
+        );
+    }
+    assert!(s3.get("docs/big.bin").await == content(8, 6 * MIB));
+}
