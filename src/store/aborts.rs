@@ -137,26 +137,18 @@ impl Store {
 pub(super) async fn release_multipart(
     tx: &mut Transaction<'static, Sqlite>,
     file_id: i64,
-    job_id: &str,
     bucket: &str,
 ) -> Result<()> {
-    let open = sqlx::query_as::<_, (String, String)>(
-        "SELECT j.key_prefix || f.path, f.multipart_upload_id
-         FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
-         WHERE f.id = ? AND f.multipart_upload_id IS NOT NULL",
+    queue_open_uploads(tx, Scope::File(file_id), bucket).await?;
+    let released = sqlx::query(
+        "UPDATE files SET multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
+            upload_settings = NULL, bytes_sent = 0
+         WHERE id = ? AND multipart_upload_id IS NOT NULL",
     )
     .bind(file_id)
-    .fetch_optional(&mut **tx)
+    .execute(&mut **tx)
     .await?;
-    if let Some((key, upload)) = open {
-        queue_abort(tx, job_id, &upload, bucket, &key).await?;
-        sqlx::query(
-            "UPDATE files SET multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
-                upload_settings = NULL, bytes_sent = 0 WHERE id = ?",
-        )
-        .bind(file_id)
-        .execute(&mut **tx)
-        .await?;
+    if released.rows_affected() > 0 {
         drop_parts(tx, file_id).await?;
     }
     Ok(())
@@ -170,17 +162,41 @@ pub(super) async fn queue_job_aborts(
     id: &str,
     bucket: &str,
 ) -> Result<()> {
-    let open = sqlx::query_as::<_, (String, String)>(
-        "SELECT j.key_prefix || f.path, f.multipart_upload_id
-         FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
-         WHERE f.upload_job_id = ? AND f.multipart_upload_id IS NOT NULL",
-    )
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
-    for (key, upload) in open {
-        queue_abort(tx, id, &upload, bucket, &key).await?;
+    queue_open_uploads(tx, Scope::Job(id), bucket).await
+}
+
+/// Whose open multipart uploads are queued.
+enum Scope<'a> {
+    File(i64),
+    Job(&'a str),
+}
+
+/// Queues the open multipart uploads of one file or of a whole job, each under its key as the
+/// job's row has it now, in one statement.
+async fn queue_open_uploads(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: Scope<'_>,
+    bucket: &str,
+) -> Result<()> {
+    macro_rules! queue_where {
+        ($condition:literal) => {
+            concat!(
+                "INSERT INTO pending_aborts (multipart_upload_id, upload_job_id, bucket, key)
+                 SELECT f.multipart_upload_id, f.upload_job_id, ?1, j.key_prefix || f.path
+                 FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+                 WHERE f.multipart_upload_id IS NOT NULL AND ",
+                $condition,
+                " ON CONFLICT (multipart_upload_id) DO NOTHING"
+            )
+        };
     }
+    let query = match scope {
+        Scope::File(id) => sqlx::query(queue_where!("f.id = ?2")).bind(bucket).bind(id),
+        Scope::Job(id) => sqlx::query(queue_where!("f.upload_job_id = ?2"))
+            .bind(bucket)
+            .bind(id),
+    };
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -100,7 +100,7 @@ impl Store {
             insert.build().execute(&mut *tx).await?;
         }
         for (file_id, f) in changed {
-            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            release_multipart(&mut tx, *file_id, bucket).await?;
             sqlx::query(
                 "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
                     attempts = 0, last_error = NULL, etag = NULL, next_attempt_at = ?,
@@ -116,7 +116,7 @@ impl Store {
             .await?;
         }
         for file_id in removed {
-            release_multipart(&mut tx, *file_id, job_id, bucket).await?;
+            release_multipart(&mut tx, *file_id, bucket).await?;
             sqlx::query("DELETE FROM files WHERE id = ?")
                 .bind(file_id)
                 .execute(&mut *tx)

@@ -442,11 +442,11 @@ impl Store {
         count_attempt: bool,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
+        let Some(bucket) = this_version(&mut tx, v).await? else {
             return Ok(false);
         };
         if !keep_upload {
-            release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+            release_multipart(&mut tx, v.file_id, &bucket).await?;
         }
         sqlx::query(
             "UPDATE files SET state = 'PENDING', last_error = ?, next_attempt_at = ?,
@@ -497,8 +497,8 @@ impl Store {
     /// starts over.
     pub async fn abandon_upload(&self, v: FileVersion) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        if let Some((job_id, bucket)) = this_version(&mut tx, v).await? {
-            release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        if let Some(bucket) = this_version(&mut tx, v).await? {
+            release_multipart(&mut tx, v.file_id, &bucket).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -507,10 +507,10 @@ impl Store {
     /// The upload failed for good; its multipart upload, if any, is queued for abort.
     pub async fn mark_failed(&self, v: FileVersion, error: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
+        let Some(bucket) = this_version(&mut tx, v).await? else {
             return Ok(false);
         };
-        release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        release_multipart(&mut tx, v.file_id, &bucket).await?;
         sqlx::query(
             "UPDATE files SET state = 'FAILED', bytes_sent = 0, last_error = ?, next_attempt_at = NULL,
                 restyle = NULL, restyle_from = NULL,
@@ -534,10 +534,10 @@ impl Store {
         settle: Duration,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let Some((job_id, bucket)) = this_version(&mut tx, v).await? else {
+        let Some(bucket) = this_version(&mut tx, v).await? else {
             return Ok(());
         };
-        release_multipart(&mut tx, v.file_id, &job_id, &bucket).await?;
+        release_multipart(&mut tx, v.file_id, &bucket).await?;
         match now {
             Some((size, mtime_ns)) => {
                 sqlx::query(
@@ -621,12 +621,13 @@ async fn holds<'e>(
     .await?)
 }
 
+/// The bucket of a file's job, if the file is still this version in progress.
 async fn this_version(
     tx: &mut Transaction<'static, Sqlite>,
     v: FileVersion,
-) -> Result<Option<(String, String)>> {
-    Ok(sqlx::query_as::<_, (String, String)>(
-        "SELECT j.id, j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT j.destination_bucket FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
          WHERE f.id = ? AND f.state = 'IN_PROGRESS' AND f.size = ? AND f.mtime_ns = ?",
     )
     .bind(v.file_id)
