@@ -258,7 +258,7 @@ impl ObjectStore {
         checksum: Option<&str>,
         look: (&ObjectOptions, &str),
     ) -> Result<StoredAnswer> {
-        let answer = match self
+        match self
             .put_object_once(bucket, key, &body, checksum, look)
             .await
         {
@@ -268,8 +268,7 @@ impl ObjectStore {
                 self.put_object_once(bucket, key, &body, None, look).await
             }
             other => other,
-        };
-        answer.map_err(|e| name_refused_option(e, look.0))
+        }
     }
 
     async fn put_object_once(
@@ -347,7 +346,7 @@ impl ObjectStore {
                 .map_err(|e| {
                     let e = classify(e, Some(bucket));
                     let sent = sends && may_be_checksum_refusal(&e, options);
-                    name_refused_option(self.note_refusal(sent, e), options)
+                    self.note_refusal(sent, e)
                 })?;
             out.upload_id.filter(|id| !id.is_empty()).ok_or_else(|| {
                 S3Error::new(

@@ -71,32 +71,30 @@ impl super::ObjectStore {
         key: &str,
         (options, content_type): (&ObjectOptions, &str),
     ) -> super::Result<super::StoredAnswer> {
-        let answer = self
-            .retrying("CopyObject", || async {
-                let request = self
-                    .client
-                    .copy_object()
-                    .copy_source(copy_source(from_bucket, from_key))
-                    .bucket(bucket)
-                    .key(key)
-                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                    .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
-                    // The copy gets a checksum of its own, computed by the store from the bytes,
-                    // instead of the source's: a copied multipart object is one part, and a
-                    // store that kept the old composite (moto) fails every checked GetObject.
-                    .set_checksum_algorithm(super::algorithm(self.checksum_mode()));
-                with_options!(request, options, content_type)
-                    .send()
-                    .await
-                    .map(|out| super::StoredAnswer {
-                        sse: out.server_side_encryption.map(|s| s.as_str().to_owned()),
-                        etag: out.copy_object_result.and_then(|r| r.e_tag),
-                        checksum: None,
-                    })
-                    .map_err(|e| super::error::classify(e, Some(bucket)))
-            })
-            .await;
-        answer.map_err(|e| name_refused_option(e, options))
+        self.retrying("CopyObject", || async {
+            let request = self
+                .client
+                .copy_object()
+                .copy_source(copy_source(from_bucket, from_key))
+                .bucket(bucket)
+                .key(key)
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+                // The copy gets a checksum of its own, computed by the store from the bytes,
+                // instead of the source's: a copied multipart object is one part, and a
+                // store that kept the old composite (moto) fails every checked GetObject.
+                .set_checksum_algorithm(super::algorithm(self.checksum_mode()));
+            with_options!(request, options, content_type)
+                .send()
+                .await
+                .map(|out| super::StoredAnswer {
+                    sse: out.server_side_encryption.map(|s| s.as_str().to_owned()),
+                    etag: out.copy_object_result.and_then(|r| r.e_tag),
+                    checksum: None,
+                })
+                .map_err(|e| super::error::classify(e, Some(bucket)))
+        })
+        .await
     }
 
     /// Sets an object's tags to the job's (PutObjectTagging; DeleteObjectTagging for none).
@@ -106,7 +104,7 @@ impl super::ObjectStore {
         key: &str,
         options: &ObjectOptions,
     ) -> super::Result<()> {
-        let answer = if options.tags.is_empty() {
+        if options.tags.is_empty() {
             self.retrying("DeleteObjectTagging", || async {
                 self.client
                     .delete_object_tagging()
@@ -146,8 +144,7 @@ impl super::ObjectStore {
                     .map_err(|e| super::error::classify(e, Some(bucket)))
             })
             .await
-        };
-        answer.map_err(|e| name_refused_option(e, options))
+        }
     }
 
     /// How many tags an object keeps (GetObjectTagging), for a store whose HeadObject does not

@@ -175,8 +175,19 @@ enum Stopped {
 }
 
 impl Uploader<'_> {
+    /// Uploads a file (or restyles its object). A store's refusal is named here, once, by the
+    /// job's options it may be about: every request of the upload counts, the parts and the
+    /// completion too, which carry no options but belong to an upload begun with them
+    /// (SeaweedFS answers a bare 500 to each part of an SSE-KMS upload).
     #[tracing::instrument(skip_all, fields(upload_id = %file.upload_id, path = %file.path, size = file.size, attempt = file.attempt))]
     pub async fn upload(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
+        self.upload_file(file).await.map_err(|e| match e {
+            UploadError::S3(e) => UploadError::S3(name_refused_option(e, &file.object)),
+            other => other,
+        })
+    }
+
+    async fn upload_file(&self, file: &ClaimedFile) -> Result<Outcome, UploadError> {
         let key = file.key();
         check_key(&key)?;
         if let Some(restyle) = &file.restyle
@@ -209,15 +220,10 @@ impl Uploader<'_> {
         };
         // Open only comes for a multipart plan.
         let part_size = part_size.unwrap_or(self.chunk_size);
-        // The parts and the completion do not carry the options, but a store may refuse them
-        // for the options the upload was begun with (SeaweedFS: a bare 500 to each SSE-KMS part).
         let sent = match self
             .put_multipart(file, &path, &key, reader, part_size)
-            .await
-            .map_err(|e| match e {
-                UploadError::S3(e) => UploadError::S3(name_refused_option(e, &file.object)),
-                other => other,
-            })? {
+            .await?
+        {
             Ok(sent) => sent,
             Err(Stopped::Changed(now)) => return Ok(Outcome::Changed { now }),
             Err(Stopped::Superseded) => return Ok(Outcome::Superseded),
