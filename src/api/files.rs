@@ -4,7 +4,7 @@ use salvo::oapi::extract::{PathParam, QueryParam};
 use salvo::prelude::*;
 use serde::Serialize;
 
-use super::{ApiError, app_state};
+use super::{ApiError, app_state, existing_job};
 use crate::core::model::FileState;
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::core::url::percent_encode;
@@ -96,9 +96,7 @@ pub(super) async fn list_files(
     }
     let app = app_state(depot);
     let store = &app.ctx.store;
-    let Some(job) = store.get_job(&upload_id).await? else {
-        return Err(ApiError::job_not_found(&upload_id));
-    };
+    let job = existing_job(&app, &upload_id).await?;
     let rows = store
         .list_files(&upload_id, file_state, after.as_deref(), limit)
         .await?;

@@ -47,6 +47,18 @@ pub struct AppState {
     pub allowed_roots: Vec<std::path::PathBuf>,
 }
 
+/// The job `id`, or the API's 404.
+pub(crate) async fn existing_job(
+    app: &AppState,
+    id: &str,
+) -> Result<crate::store::JobRow, ApiError> {
+    app.ctx
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(id))
+}
+
 pub(crate) fn app_state(depot: &Depot) -> Arc<AppState> {
     depot
         .get_typed::<Arc<AppState>>()

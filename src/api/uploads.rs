@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::body::read_body;
 use super::job_view::JobView;
 use super::reply::{Accepted, Created, NoContent};
-use super::{ApiError, app_state};
+use super::{ApiError, app_state, existing_job};
 use crate::core::spec::{JobName, JobSpec, SpecFields, within_roots};
 use crate::store::{Applied, Origin};
 
@@ -324,10 +324,7 @@ pub(super) async fn get_upload(
 ) -> Result<Json<JobView>, ApiError> {
     let app = app_state(depot);
     let store = &app.ctx.store;
-    let job = store
-        .get_job(&upload_id)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(&upload_id))?;
+    let job = existing_job(&app, &upload_id).await?;
     let files = store.job_tally(&upload_id).await?;
     let last_scan = app.ctx.last_scan(&upload_id);
     let given_up = store
@@ -370,9 +367,7 @@ pub(super) async fn rescan_upload(
     depot: &mut Depot,
 ) -> Result<Accepted<RescanAccepted>, ApiError> {
     let app = app_state(depot);
-    if app.ctx.store.get_job(&upload_id).await?.is_none() {
-        return Err(ApiError::job_not_found(&upload_id));
-    }
+    existing_job(&app, &upload_id).await?;
     app.ctx.request_scan_now(&upload_id);
     Ok(Accepted(RescanAccepted {
         upload_id: upload_id.into_inner(),
@@ -390,9 +385,7 @@ pub(super) async fn retry_upload(
     depot: &mut Depot,
 ) -> Result<Accepted<RetryAccepted>, ApiError> {
     let app = app_state(depot);
-    if app.ctx.store.get_job(&upload_id).await?.is_none() {
-        return Err(ApiError::job_not_found(&upload_id));
-    }
+    existing_job(&app, &upload_id).await?;
     let files = app.ctx.store.retry_failed(&upload_id).await?;
     tracing::info!(upload_id = %*upload_id, files, "failed files put back to PENDING");
     app.ctx.request_scan_now(&upload_id);
@@ -413,20 +406,17 @@ pub(super) async fn delete_upload(
     depot: &mut Depot,
 ) -> Result<NoContent, ApiError> {
     let app = app_state(depot);
-    match app.ctx.store.get_job(&upload_id).await? {
-        None => return Err(ApiError::job_not_found(&upload_id)),
-        Some(job) if job.managed_by == "manifest" => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "managed_elsewhere",
-                format!(
-                    "the job {:?} is declared by the manifest {}; remove the document to delete it",
-                    *upload_id,
-                    job.manifest_source.unwrap_or_default()
-                ),
-            ));
-        }
-        Some(_) => {}
+    let job = existing_job(&app, &upload_id).await?;
+    if job.managed_by == "manifest" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "managed_elsewhere",
+            format!(
+                "the job {:?} is declared by the manifest {}; remove the document to delete it",
+                *upload_id,
+                job.manifest_source.unwrap_or_default()
+            ),
+        ));
     }
     if !app.ctx.store.delete_job(&upload_id).await? {
         return Err(ApiError::job_not_found(&upload_id));
