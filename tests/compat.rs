@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::proxy::{Faults, Proxy};
-use common::{Ferry, MIB, S3, content, s3_endpoint, write_file};
+use common::{Ferry, MIB, S3, content, write_file};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(300);
@@ -153,11 +153,11 @@ async fn a_change_is_uploaded_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_job_leaves_no_open_multipart_upload() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(1),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "big.bin", &content(41, 12 * MIB));
     let ferry = Ferry::start(&[("AWS_ENDPOINT_URL", proxy.url.as_str())]).await;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::proxy::{Faults, Proxy};
-use common::{Ferry, MIB, S3, content, s3_endpoint, write_file};
+use common::{Ferry, MIB, S3, content, write_file};
 
 /// One sample per series: `name{labels}` (labels as written) to value. Fails on any line that is
 /// not a comment, blank, or `series value`, and on a sample without its HELP and TYPE.
@@ -56,12 +56,12 @@ async fn scrape(ferry: &Ferry) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_a_job_did() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // Every 3rd data request fails with 503 once: retries to count.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         fail_every: Some((3, 503, "SlowDown")),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let big = content(7, 12 * MIB); // 3 parts of 5 MiB at the default part size
     write_file(src.path(), "big.bin", &big);
@@ -149,11 +149,11 @@ async fn metrics_count_what_a_job_did() {
 async fn a_failed_attempt_is_counted_by_reason_and_outcome() {
     // S3 refuses every PutObject with an error that trying again cannot fix.
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         fail_every: Some((1, 400, "InvalidArgument")),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"a");
     let ferry = Ferry::start(&[("AWS_ENDPOINT_URL", proxy.url.as_str())]).await;

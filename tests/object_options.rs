@@ -595,11 +595,11 @@ async fn a_change_to_how_objects_look_restyles_them_in_s3_without_sending_the_by
 #[tokio::test]
 async fn a_multipart_upload_begun_under_other_settings_starts_over() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(2),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let data = content(9, 30 * MIB);
     write_file(src.path(), "big.bin", &data);
@@ -641,12 +641,12 @@ async fn a_multipart_upload_begun_under_other_settings_starts_over() {
 #[tokio::test]
 async fn a_store_without_a_feature_fails_the_file_naming_it() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // As Garage answers object tagging: 501 NotImplemented.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         refuse_header: Some("x-amz-tagging"),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"a");
     write_file(src.path(), "big.bin", &content(1, 6 * MIB));
@@ -752,8 +752,7 @@ async fn the_orphan_sweep_under_a_chosen_prefix_takes_only_the_jobs_own_paths() 
 #[tokio::test]
 async fn a_store_that_takes_an_option_and_drops_it_fails_the_file_naming_it() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         drop_headers: vec![
             "x-amz-tagging",
             "x-amz-storage-class",
@@ -761,7 +760,8 @@ async fn a_store_that_takes_an_option_and_drops_it_fails_the_file_naming_it() {
             "x-amz-server-side-encryption-aws-kms-key-id",
         ],
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"a");
     write_file(src.path(), "big.bin", &content(2, 6 * MIB));
@@ -814,12 +814,12 @@ async fn a_store_that_takes_an_option_and_drops_it_fails_the_file_naming_it() {
 #[tokio::test]
 async fn under_sse_kms_an_etag_is_not_taken_for_an_md5() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // As AWS answers SSE-KMS objects: ETags that are not the MD5 of the bytes.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         corrupt_etag: true,
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"kms bytes");
     write_file(src.path(), "big.bin", &content(4, 6 * MIB));

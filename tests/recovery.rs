@@ -168,12 +168,12 @@ async fn sigterm_in_the_middle_of_uploads_exits_zero_and_the_next_start_finishes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_never_goes_back_over_a_restart_or_an_outage() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // Two parts of the 16 MiB file reach S3, the rest wait at the proxy.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(2),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let data = content(800, 16 * MIB);
     write_file(src.path(), "big.bin", &data);

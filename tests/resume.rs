@@ -13,15 +13,15 @@ const SETTLE: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_upload_killed_midway_resumes_at_part_granularity() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // The parts after the eighth wait at the proxy, so that the kill lands with some parts done
     // and some not, however slow the machine; ListParts pages of 3 parts, so that resuming must
     // follow the pages.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(8),
         list_parts_page: Some(3),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let data = content(42, 100 * MIB);
     let parts = 20; // 100 MiB in 5 MiB parts
@@ -139,11 +139,11 @@ async fn files_arrive_intact_through_errors_dropped_connections_and_delays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_gone_for_twenty_seconds_twice_and_the_job_completes_after() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         part_delay: Some(Duration::from_millis(100)),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| (format!("f{i}.bin"), content(700 + i, 6 * MIB)))
@@ -214,13 +214,13 @@ async fn s3_gone_for_twenty_seconds_twice_and_the_job_completes_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // 12 parts: the ones after the second wait at the proxy until the file is rewritten, so
     // that the rewrite lands with parts still to go, however slow the machine.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(2),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let path = write_file(src.path(), "growing.bin", &content(1000, 60 * MIB));
     let env = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
@@ -254,12 +254,12 @@ async fn a_file_that_changes_while_it_uploads_is_uploaded_again_as_it_is_now() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_deleted_mid_job_fails_the_job_with_the_reason() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // Every file's parts after its first wait at the proxy until the bucket is gone.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(1),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     for i in 0..4 {
         write_file(
@@ -323,12 +323,12 @@ async fn a_bucket_deleted_mid_job_fails_the_job_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_files_are_retried_on_request() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // Every PutObject fails, so that the one attempt allowed fails.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         fail_every: Some((1, 500, "InternalError")),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "doc.txt", b"second time lucky");
     let env = [
@@ -366,11 +366,11 @@ async fn failed_files_are_retried_on_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_automatically_up_to_the_limit() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         fail_every: Some((1, 503, "SlowDown")),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"patience");
     let env = [
@@ -643,13 +643,13 @@ async fn a_store_that_ignores_checksums_gets_every_part_proven_by_its_md5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // 40 slow parts, 4 in flight: 10 s, more than the 5 s of grace a stop gives uploads in
     // flight.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         part_delay: Some(Duration::from_secs(1)),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let data = content(77, 200 * MIB);
     write_file(src.path(), "big.bin", &data);

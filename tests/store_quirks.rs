@@ -59,12 +59,12 @@ async fn a_store_that_cannot_list_uploads_holds_no_upload_behind_the_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_the_store_does_not_do_is_given_up_and_shown() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         refuse: vec![("AbortMultipartUpload", 501, "NotImplemented")],
         hold_parts_after: Some(1),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let path = write_file(src.path(), "big.bin", &content(3, 12 * MIB));
     let ferry = Ferry::start(&[("AWS_ENDPOINT_URL", proxy.url.as_str())]).await;
@@ -104,12 +104,12 @@ async fn an_abort_the_store_does_not_do_is_given_up_and_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_the_operation_and_read_as_text() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
     // A HEAD answer has no body: a 403 carries no error code.
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         refuse: vec![("HeadBucket", 403, "")],
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     write_file(src.path(), "a.txt", b"a");
     let ferry = Ferry::start(&[
@@ -168,11 +168,11 @@ async fn a_job_deleted_during_its_scan_logs_no_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_refuses_checksum_headers_gets_md5_proofs_unless_pinned() {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         refuse_checksum_headers: true,
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let mut files: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| {

@@ -146,6 +146,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy in front of the tests' S3, making these faults from the start.
+    pub async fn with_faults(faults: Faults) -> Proxy {
+        let proxy = Proxy::start(&super::s3_endpoint()).await;
+        proxy.set_faults(faults);
+        proxy
+    }
+
     pub async fn start(upstream: &str) -> Proxy {
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_owned(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::proxy::{Faults, Proxy};
-use super::{Ferry, MIB, S3, content, s3_endpoint, write_file};
+use super::{Ferry, MIB, S3, content, write_file};
 
 /// What crossed the wire when a multipart upload was SIGKILLed midway and resumed.
 pub struct Resumed {
@@ -32,11 +32,11 @@ impl Resumed {
 /// store answering as `quirk` says. Panics unless the job ends COMPLETED with the right bytes.
 pub async fn resume_after_sigkill(quirk: Faults) -> Resumed {
     let s3 = S3::new_bucket().await;
-    let proxy = Proxy::start(&s3_endpoint()).await;
-    proxy.set_faults(Faults {
+    let proxy = Proxy::with_faults(Faults {
         hold_parts_after: Some(4),
         ..Faults::default()
-    });
+    })
+    .await;
     let src = tempfile::tempdir().unwrap();
     let data = content(77, 40 * MIB);
     write_file(src.path(), "big.bin", &data);
