@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// How often every job is re-scanned (2s, 30s, 5m, 1h ...).
     #[arg(long, env = "FERRY_SCAN_INTERVAL", default_value = defaults::SCAN_INTERVAL)]
     pub scan_interval: String,
+    /// How often each job's objects are listed in S3 (ListObjectsV2) and compared with what
+    /// ferry recorded; a missing or changed object is uploaded again (drift repair). off: never.
+    #[arg(long, env = "FERRY_RESYNC_INTERVAL", default_value = defaults::RESYNC_INTERVAL)]
+    pub resync_interval: String,
     /// Log filter, RUST_LOG syntax (info, ferry=debug,info ...).
     #[arg(long, env = "FERRY_LOG", default_value = defaults::LOG)]
     pub log: String,
@@ -195,6 +199,7 @@ impl From<ServeArgs> for RawSettings {
             chunk_size: a.chunk_size,
             concurrency: a.concurrency,
             scan_interval: a.scan_interval,
+            resync_interval: a.resync_interval,
             log: a.log,
             log_format: a.log_format,
             s3_force_path_style: a.s3_force_path_style,

@@ -20,6 +20,7 @@ pub mod defaults {
     pub const CHUNK_SIZE: &str = "5MiB";
     pub const CONCURRENCY: &str = "5";
     pub const SCAN_INTERVAL: &str = "5m";
+    pub const RESYNC_INTERVAL: &str = "1h";
     pub const LOG: &str = "info";
     pub const LOG_FORMAT: &str = "json";
     pub const S3_FORCE_PATH_STYLE: &str = "false";
@@ -53,6 +54,8 @@ pub struct Settings {
     pub chunk_size: u64,
     pub concurrency: usize,
     pub scan_interval: Duration,
+    /// How often each job's objects are listed and compared with the records; None: never.
+    pub resync_interval: Option<Duration>,
     pub log_filter: String,
     pub log_format: LogFormat,
     pub s3_force_path_style: bool,
@@ -100,6 +103,7 @@ pub struct RawSettings {
     pub chunk_size: String,
     pub concurrency: String,
     pub scan_interval: String,
+    pub resync_interval: String,
     pub log: String,
     pub log_format: String,
     pub s3_force_path_style: String,
@@ -121,6 +125,7 @@ impl Default for RawSettings {
             chunk_size: defaults::CHUNK_SIZE.into(),
             concurrency: defaults::CONCURRENCY.into(),
             scan_interval: defaults::SCAN_INTERVAL.into(),
+            resync_interval: defaults::RESYNC_INTERVAL.into(),
             log: defaults::LOG.into(),
             log_format: defaults::LOG_FORMAT.into(),
             s3_force_path_style: defaults::S3_FORCE_PATH_STYLE.into(),
@@ -211,6 +216,26 @@ impl RawSettings {
                 "the interval must be at least 1s".into(),
             ));
         }
+        let resync_interval = match self.resync_interval.trim() {
+            "off" => None,
+            raw => {
+                let interval = parse_duration(raw).map_err(|reason| {
+                    err(
+                        "FERRY_RESYNC_INTERVAL",
+                        &self.resync_interval,
+                        format!("{reason}, or off"),
+                    )
+                })?;
+                if interval < Duration::from_secs(1) {
+                    return Err(err(
+                        "FERRY_RESYNC_INTERVAL",
+                        &self.resync_interval,
+                        "the interval must be at least 1s (or off)".into(),
+                    ));
+                }
+                Some(interval)
+            }
+        };
         tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| {
             err(
                 "FERRY_LOG",
@@ -364,6 +389,7 @@ impl RawSettings {
             chunk_size,
             concurrency,
             scan_interval,
+            resync_interval,
             log_filter: self.log.clone(),
             log_format,
             s3_force_path_style,

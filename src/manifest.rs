@@ -86,6 +86,16 @@ pub struct ManifestSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 10))]
     pub tags: BTreeMap<String, String>,
+    /// `delete`: the local file is removed once its object is verified (a move, for log
+    /// shipping); never a file that changed since it was read. Default `keep`.
+    #[serde(default)]
+    #[schemars(extend("enum" = ["keep", "delete"]))]
+    pub after_upload: Option<String>,
+    /// `true`: an object whose file is gone from disk (or no longer matches) is deleted from S3.
+    /// A scan that would prune more than half of the job's objects, or more than 1,000, prunes
+    /// nothing until confirmed (`POST /uploads/{id}/prune`).
+    #[serde(default)]
+    pub prune: bool,
 }
 
 /// A valid document: the job it declares.
@@ -173,6 +183,8 @@ fn parse_document(file: &str, index: usize, body: &str) -> Result<DeclaredJob, S
         kms_key_id: s.kms_key_id,
         metadata: s.metadata,
         tags: s.tags,
+        after_upload: s.after_upload,
+        prune: s.prune,
     };
     JobSpec::parse(&m.metadata.name, &fields)
         .map_err(|e| format!("spec.{}: {e}", camel_case(e.field())))?;

@@ -21,6 +21,16 @@ pub struct Metrics {
     /// Objects brought to a job's new look without their bytes sent again, by how (`copy`:
     /// CopyObject, `tags`: PutObjectTagging).
     pub objects_restyled: LabeledCounter,
+    /// Objects deleted from S3 by prune, by what found them (`scan`: the file is gone,
+    /// `resync`: untracked under the prefix).
+    pub objects_pruned: LabeledCounter,
+    /// Local files removed after their objects were verified (`after_upload: delete`).
+    pub local_files_removed: Counter,
+    /// Objects found drifted in S3 by a resync and queued to upload again, by kind (`missing`,
+    /// `changed`).
+    pub drift_repaired: LabeledCounter,
+    /// Resyncs done (prefix listings compared with the records).
+    pub resyncs: Counter,
     /// S3 requests tried again after a passing fault, by operation (`UploadPart`: parts retried).
     pub s3_retries: LabeledCounter,
     /// Failed upload attempts, by reason and by what happened next.
@@ -41,6 +51,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     uploaded_files: Counter::default(),
     parts_uploaded: Counter::default(),
     objects_restyled: LabeledCounter::default(),
+    objects_pruned: LabeledCounter::default(),
+    local_files_removed: Counter::default(),
+    drift_repaired: LabeledCounter::default(),
+    resyncs: Counter::default(),
     s3_retries: LabeledCounter::default(),
     upload_failures: LabeledCounter::default(),
     scans: Counter::default(),
@@ -111,8 +125,14 @@ pub struct LabeledCounter(Mutex<BTreeMap<Vec<&'static str>, u64>>);
 
 impl LabeledCounter {
     pub fn inc(&self, labels: &[&'static str]) {
+        self.add(labels, 1);
+    }
+    pub fn add(&self, labels: &[&'static str], n: u64) {
+        if n == 0 {
+            return;
+        }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(labels.to_vec()).or_default() += 1;
+        *map.entry(labels.to_vec()).or_default() += n;
     }
     pub fn snapshot(&self) -> Vec<(Vec<&'static str>, u64)> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +214,32 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Objects brought to a job's new look in S3 without their bytes sent again, by how",
         &["how"],
         &m.objects_restyled.snapshot(),
+    );
+    labeled(
+        &mut out,
+        "ferry_objects_pruned_total",
+        "Objects deleted from S3 by prune, by what found them (scan: file gone, resync: untracked)",
+        &["found_by"],
+        &m.objects_pruned.snapshot(),
+    );
+    counter(
+        &mut out,
+        "ferry_local_files_removed_total",
+        "Local files removed after their objects were verified (after_upload: delete)",
+        m.local_files_removed.value(),
+    );
+    labeled(
+        &mut out,
+        "ferry_drift_repaired_total",
+        "Objects found missing or changed in S3 by a resync and uploaded again, by kind",
+        &["kind"],
+        &m.drift_repaired.snapshot(),
+    );
+    counter(
+        &mut out,
+        "ferry_resyncs_total",
+        "Resyncs: a job's prefix listed and compared with what ferry recorded",
+        m.resyncs.value(),
     );
     labeled(
         &mut out,

@@ -7,6 +7,7 @@
 
 mod compat;
 mod error;
+mod listing;
 mod options;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 pub use error::{ErrorKind, HttpStatus, S3Error};
 use error::{classify, credentials_refused, refuses_checksum_headers};
+pub use listing::Listing;
 pub use options::{MAX_COPY_BYTES, name_refused_option};
 use options::{may_be_checksum_refusal, with_options};
 

@@ -84,6 +84,7 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             chunk_size: settings.chunk_size,
             concurrency: settings.concurrency,
             scan_interval: settings.scan_interval,
+            resync_interval: settings.resync_interval,
             max_attempts: settings.max_attempts,
             settle_time: settings.settle_time,
             manifests_dir: settings.manifests_dir.clone(),

@@ -80,6 +80,7 @@ impl From<SpecError> for ApiError {
             SpecError::InvalidBucket { .. } => "invalid_bucket",
             SpecError::InvalidPattern { .. } => "invalid_pattern",
             SpecError::InvalidExclude(_) => "invalid_exclude",
+            SpecError::InvalidAfterUpload(_) => "invalid_after_upload",
             SpecError::InvalidObjectOption(ref o) => match o.field {
                 "key_prefix" => "invalid_key_prefix",
                 "storage_class" => "invalid_storage_class",

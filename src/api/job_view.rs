@@ -3,9 +3,10 @@
 use salvo::prelude::*;
 use serde::Serialize;
 
+use crate::core::lifecycle::{LastResync, lifecycle_conditions};
 use crate::core::model::{FileTally, JobState, conditions, job_state, progress};
 use crate::core::spec::SpecFields;
-use crate::store::{AbortsGivenUp, JobRow};
+use crate::store::{AbortsGivenUp, JobRow, PruneCounts};
 
 /// An upload job and its progress.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,16 +63,51 @@ pub struct JobView {
     multipart_aborts_given_up: u64,
     /// The store's last answer to such an abort.
     multipart_abort_error: Option<String>,
+    /// `keep`, or `delete`: local files are removed once their objects are verified.
+    after_upload: String,
+    /// Whether objects of files gone from disk (or no longer taken) are deleted from S3.
+    prune: bool,
+    /// The job's queued prunes.
+    prunes: PrunesView,
+    /// What the last resync (the prefix listed and compared with the records) found, if one ran.
+    last_resync: Option<ResyncView>,
+}
+
+/// A job's queued prunes.
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.PrunesView"))]
+pub struct PrunesView {
+    /// Objects the guard holds until a confirm (POST /uploads/{id}/prune) or a scan that reads
+    /// everything.
+    held: u64,
+    /// Objects released, being deleted.
+    due: u64,
+    /// Of those, the ones the store refused to delete at least once, and its last answer.
+    failing: u64,
+    last_error: Option<String>,
+    /// Why the held ones wait, if they do.
+    hold_reason: Option<String>,
+}
+
+/// What the last resync found.
+#[derive(Debug, Serialize, ToSchema)]
+#[salvo(schema(name = "ferry.api.ResyncView"))]
+pub struct ResyncView {
+    at: String,
+    /// Every uploaded object was in the bucket as recorded.
+    in_sync: bool,
+    message: String,
 }
 
 /// A condition of a job's status.
 #[derive(Debug, Serialize, ToSchema)]
 #[salvo(schema(name = "ferry.api.ConditionView"))]
 pub struct ConditionView {
-    /// Reconciled, SourceFolderReadable, BucketWritable, FilesFailing or Completed.
+    /// Reconciled, SourceFolderReadable, BucketWritable, FilesFailing, Completed, PruneHeld
+    /// (a job that prunes) or InSync.
     #[serde(rename = "type")]
     kind: String,
-    /// "True" or "False", as in Kubernetes.
+    /// "True", "False" or "Unknown", as in Kubernetes.
     status: String,
     reason: String,
     message: String,
@@ -84,6 +120,7 @@ impl JobView {
         files: &FileTally,
         last_scan: Option<String>,
         given_up: AbortsGivenUp,
+        prunes: PruneCounts,
     ) -> Self {
         let state = job_state(job.facts(), files);
         let conditions = conditions(
@@ -100,8 +137,39 @@ impl JobView {
             status: if c.status { "True" } else { "False" }.into(),
             reason: c.reason.into(),
             message: c.message,
-        })
-        .collect();
+        });
+        let last_resync = match (&job.resynced_at, job.in_sync, &job.resync_message) {
+            (Some(at), Some(in_sync), message) => Some(LastResync {
+                at,
+                in_sync,
+                message: message.as_deref().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let lifecycle = lifecycle_conditions(
+            job.prune,
+            job.prune_hold.as_deref(),
+            job.walk_error.is_some(),
+            last_resync,
+        )
+        .into_iter()
+        .map(|c| ConditionView {
+            kind: c.kind.into(),
+            status: match c.status {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            }
+            .into(),
+            reason: c.reason.into(),
+            message: c.message,
+        });
+        let conditions = conditions.chain(lifecycle).collect();
+        let last_resync = last_resync.map(|r| ResyncView {
+            at: r.at.to_owned(),
+            in_sync: r.in_sync,
+            message: r.message.to_owned(),
+        });
         JobView {
             generation: job.generation,
             observed_generation: job.observed_generation,
@@ -123,6 +191,16 @@ impl JobView {
             },
             multipart_aborts_given_up: given_up.count,
             multipart_abort_error: given_up.last_error,
+            prunes: PrunesView {
+                held: prunes.held,
+                due: prunes.due,
+                failing: prunes.failing,
+                last_error: prunes.last_error,
+                hold_reason: job.prune_hold.clone(),
+            },
+            last_resync,
+            after_upload: job.after_upload.clone(),
+            prune: job.prune,
             upload_id: job.id,
             source_folder: job.source_folder,
             destination_bucket: job.destination_bucket,

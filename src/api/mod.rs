@@ -7,6 +7,7 @@
 //! - [`uploads`]: /uploads and /uploads/{id} (create, apply, read, rescan, retry, delete), with
 //!   [`job_view`], a job's status as the API shows it;
 //! - [`files`]: /uploads/{id}/files, paged;
+//! - [`lifecycle`]: /uploads/{id}/prune (confirm held prunes) and /uploads/{id}/resync;
 //! - [`manifests`]: the manifests folder, /manifests;
 //! - [`health`]: /healthz, /readyz and /metrics;
 //! - [`error`], [`reply`], [`body`] and [`auth`]: what every handler shares.
@@ -17,6 +18,7 @@ mod error;
 mod files;
 mod health;
 mod job_view;
+mod lifecycle;
 mod manifests;
 mod reply;
 mod uploads;
@@ -35,6 +37,7 @@ pub use error::ApiError;
 use error::{ErrorBody, JsonErrors};
 use files::list_files;
 use health::{healthz, metrics, readyz};
+use lifecycle::{confirm_prune, resync_upload};
 use manifests::get_manifests;
 use uploads::{
     create_upload, delete_upload, get_upload, list_uploads, put_upload, rescan_upload, retry_upload,
@@ -96,7 +99,9 @@ fn guarded_routes() -> Router {
                         .delete(delete_upload)
                         .push(Router::with_path("files").get(list_files))
                         .push(Router::with_path("rescan").post(rescan_upload))
-                        .push(Router::with_path("retry").post(retry_upload)),
+                        .push(Router::with_path("retry").post(retry_upload))
+                        .push(Router::with_path("prune").post(confirm_prune))
+                        .push(Router::with_path("resync").post(resync_upload)),
                 ),
         )
         .push(Router::with_path("manifests").get(get_manifests))

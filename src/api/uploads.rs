@@ -59,12 +59,20 @@ pub struct CreateUpload {
     metadata: Option<std::collections::BTreeMap<String, String>>,
     /// Object tags on every object: at most 10; keys of 1 to 128 characters, values up to 256.
     tags: Option<std::collections::BTreeMap<String, String>>,
+    /// `delete`: the local file is removed once its object is verified (a move); never a file
+    /// that changed since it was read. Default `keep`.
+    #[salvo(schema(pattern = "^(keep|delete)$"))]
+    after_upload: Option<String>,
+    /// `true`: an object whose file is gone from disk (or no longer matches) is deleted from S3.
+    /// A scan that would prune more than half of the job's objects, or more than 1,000, prunes
+    /// nothing until confirmed (`POST /uploads/{id}/prune`). Default false.
+    prune: Option<bool>,
 }
 
 /// The fields of a request body, each checked for its JSON type and named when it is wrong.
 fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
     let invalid = |message: String| ApiError::bad_request("invalid_json", message);
-    let shape = "the body must be a JSON object {\"source_folder\": string, \"destination_bucket\": string, and optional pattern, key_prefix, exclude, storage_class, sse, kms_key_id, metadata, tags}";
+    let shape = "the body must be a JSON object {\"source_folder\": string, \"destination_bucket\": string, and optional pattern, key_prefix, exclude, storage_class, sse, kms_key_id, metadata, tags, after_upload, prune}";
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("{shape}: {e}")))?;
     let serde_json::Value::Object(mut object) = value else {
@@ -81,6 +89,8 @@ fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
         "kms_key_id",
         "metadata",
         "tags",
+        "after_upload",
+        "prune",
     ];
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(format!(
@@ -111,6 +121,7 @@ fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
     let storage_class = text("storage_class", false)?;
     let sse = text("sse", false)?;
     let kms_key_id = text("kms_key_id", false)?;
+    let after_upload = text("after_upload", false)?;
     let exclude = match object.remove("exclude") {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(serde_json::Value::Array(items)) => items
@@ -138,6 +149,11 @@ fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
         };
     let metadata = strings("metadata")?;
     let tags = strings("tags")?;
+    let prune = match object.remove("prune") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(_) => return Err(wrong("prune", "true or false")),
+    };
     Ok(SpecFields {
         source_folder,
         destination_bucket,
@@ -149,6 +165,8 @@ fn spec_fields(body: &[u8]) -> Result<SpecFields, ApiError> {
         kms_key_id,
         metadata,
         tags,
+        after_upload,
+        prune,
     })
 }
 
@@ -332,8 +350,15 @@ pub(super) async fn get_upload(
         .await?
         .remove(upload_id.as_str())
         .unwrap_or_default();
+    let prunes = store
+        .prune_counts(Some(&upload_id))
+        .await?
+        .remove(upload_id.as_str())
+        .unwrap_or_default();
     let fields = job.fields()?;
-    Ok(Json(JobView::new(job, fields, &files, last_scan, given_up)))
+    Ok(Json(JobView::new(
+        job, fields, &files, last_scan, given_up, prunes,
+    )))
 }
 
 /// List every upload job
@@ -344,14 +369,16 @@ pub(super) async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>
     let jobs = store.list_jobs().await?;
     let mut tallies = store.all_tallies().await?;
     let mut given_up = store.aborts_given_up(None).await?;
+    let mut prunes = store.prune_counts(None).await?;
     let views = jobs
         .into_iter()
         .map(|job| {
             let files = tallies.remove(&job.id).unwrap_or_default();
             let last_scan = app.ctx.last_scan(&job.id);
             let aborts = given_up.remove(&job.id).unwrap_or_default();
+            let queued = prunes.remove(&job.id).unwrap_or_default();
             let fields = job.fields()?;
-            Ok(JobView::new(job, fields, &files, last_scan, aborts))
+            Ok(JobView::new(job, fields, &files, last_scan, aborts, queued))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(Json(views))

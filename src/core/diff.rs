@@ -8,6 +8,19 @@ pub struct RecordedFile {
     pub file_id: i64,
     pub size: u64,
     pub mtime_ns: i64,
+    pub local: Local,
+}
+
+/// Whether a recorded file is expected on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Local {
+    /// It is (every file of a job that keeps its files).
+    #[default]
+    OnDisk,
+    /// Its object is verified and ferry is about to remove it (`after_upload: delete`).
+    Removing,
+    /// Ferry removed it after its upload: its absence is not a deletion.
+    Removed,
 }
 
 /// A file seen on disk during a scan.
@@ -25,11 +38,13 @@ pub struct Changes {
     /// (file id, what is on disk now).
     pub changed: Vec<(i64, SeenFile)>,
     pub removed: Vec<i64>,
+    /// Files ferry was removing that are gone: removed (before a stop, or by someone else).
+    pub removed_locally: Vec<i64>,
 }
 
 impl Changes {
     pub fn len(&self) -> usize {
-        self.added.len() + self.changed.len() + self.removed.len()
+        self.added.len() + self.changed.len() + self.removed.len() + self.removed_locally.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -40,7 +55,9 @@ impl Changes {
 /// Compares files as they are seen against the recorded ones, one at a time.
 ///
 /// A file is new when no record has its path, changed when its size or its modification time
-/// (to the nanosecond) differs, and removed when the scan ends without seeing it.
+/// (to the nanosecond) differs, and removed when the scan ends without seeing it. A file ferry
+/// removed after its upload is not removed when unseen, and is changed when seen again (a file
+/// put back is uploaded again, then removed again).
 pub struct Differ {
     recorded: HashMap<String, RecordedFile>,
     pending: Changes,
@@ -57,7 +74,11 @@ impl Differ {
     pub fn observe(&mut self, seen: SeenFile) {
         match self.recorded.remove(&seen.path) {
             None => self.pending.added.push(seen),
-            Some(r) if r.size != seen.size || r.mtime_ns != seen.mtime_ns => {
+            Some(r)
+                if r.local == Local::Removed
+                    || r.size != seen.size
+                    || r.mtime_ns != seen.mtime_ns =>
+            {
                 self.pending.changed.push((r.file_id, seen))
             }
             Some(_) => {}
@@ -91,14 +112,19 @@ impl Differ {
                         && path.as_bytes()[u.len()] == b'/')
             })
         };
-        let mut removed: Vec<i64> = self
-            .recorded
-            .into_iter()
-            .filter(|(path, _)| !under(path))
-            .map(|(_, r)| r.file_id)
-            .collect();
+        let (mut removed, mut removed_locally) = (Vec::new(), Vec::new());
+        for (path, r) in self.recorded {
+            match r.local {
+                _ if under(&path) => {}
+                Local::OnDisk => removed.push(r.file_id),
+                Local::Removing => removed_locally.push(r.file_id),
+                Local::Removed => {}
+            }
+        }
         removed.sort_unstable();
+        removed_locally.sort_unstable();
         self.pending.removed = removed;
+        self.pending.removed_locally = removed_locally;
         self.pending
     }
 }
@@ -113,6 +139,7 @@ mod tests {
             file_id: id,
             size: 1,
             mtime_ns: 1,
+            local: Local::OnDisk,
         };
         let recorded: HashMap<String, RecordedFile> =
             [("a/x", 1), ("a/y/z", 2), ("ab/x", 3), ("b", 4), ("c", 5)]
@@ -147,6 +174,7 @@ mod tests {
                         file_id: *id,
                         size: *size,
                         mtime_ns: *mtime_ns,
+                        local: Local::OnDisk,
                     },
                 )
             })
@@ -173,6 +201,28 @@ mod tests {
             vec![(2, seen("grown", 11, 100)), (3, seen("touched", 10, 101))]
         );
         assert_eq!(c.removed, vec![4]);
+    }
+
+    #[test]
+    fn files_ferry_removed_are_not_deletions() {
+        let mut rec = recorded(&[
+            ("moved", 1, 10, 100),
+            ("moving", 2, 10, 100),
+            ("moving-still-there", 3, 10, 100),
+            ("back", 4, 10, 100),
+        ]);
+        rec.get_mut("moved").unwrap().local = Local::Removed;
+        rec.get_mut("moving").unwrap().local = Local::Removing;
+        rec.get_mut("moving-still-there").unwrap().local = Local::Removing;
+        rec.get_mut("back").unwrap().local = Local::Removed;
+        let mut d = Differ::new(rec);
+        d.observe(seen("moving-still-there", 10, 100));
+        // Put back as it was: uploaded again all the same.
+        d.observe(seen("back", 10, 100));
+        let c = d.finish();
+        assert!(c.removed.is_empty());
+        assert_eq!(c.removed_locally, vec![2]);
+        assert_eq!(c.changed, vec![(4, seen("back", 10, 100))]);
     }
 
     #[test]

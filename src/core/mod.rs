@@ -2,6 +2,7 @@
 
 pub mod checksum;
 pub mod diff;
+pub mod lifecycle;
 pub mod md5;
 pub mod model;
 pub mod object;

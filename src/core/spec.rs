@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
+use super::lifecycle::AfterUpload;
 use super::object::{ObjectOptions, OptionError, default_key_prefix};
 
 /// The longest glob ferry accepts.
@@ -28,6 +29,9 @@ pub struct SpecFields {
     pub kms_key_id: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
+    /// `keep` (None) or `delete`.
+    pub after_upload: Option<String>,
+    pub prune: bool,
 }
 
 /// A job's spec after validation: an absolute source folder, a valid bucket, an optional glob
@@ -39,6 +43,10 @@ pub struct JobSpec {
     pub pattern: Option<Pattern>,
     pub exclude: Vec<Pattern>,
     pub object: ObjectOptions,
+    /// What becomes of a local file once its object is verified.
+    pub after_upload: AfterUpload,
+    /// Whether an object whose file is gone (or no longer taken) is deleted from S3.
+    pub prune: bool,
 }
 
 /// Why a spec was refused; each message says what is accepted.
@@ -57,6 +65,8 @@ pub enum SpecError {
     /// key_prefix, storage_class, sse, kms_key_id, metadata or tags.
     #[error("{}", .0.message)]
     InvalidObjectOption(OptionError),
+    #[error("{0}")]
+    InvalidAfterUpload(String),
 }
 
 impl SpecError {
@@ -68,6 +78,7 @@ impl SpecError {
             SpecError::InvalidPattern { .. } => "pattern",
             SpecError::InvalidExclude(_) => "exclude",
             SpecError::InvalidObjectOption(e) => e.field,
+            SpecError::InvalidAfterUpload(_) => "after_upload",
         }
     }
 }
@@ -110,12 +121,16 @@ impl JobSpec {
             &fields.tags,
         )
         .map_err(SpecError::InvalidObjectOption)?;
+        let after_upload = AfterUpload::parse(fields.after_upload.as_deref())
+            .map_err(SpecError::InvalidAfterUpload)?;
         Ok(JobSpec {
             source_folder: folder.to_path_buf(),
             destination_bucket,
             pattern,
             exclude,
             object,
+            after_upload,
+            prune: fields.prune,
         })
     }
 
@@ -167,6 +182,8 @@ impl JobSpec {
                 .map(str::to_owned),
             metadata: o.metadata.clone(),
             tags: o.tags.clone(),
+            after_upload: Some(self.after_upload.as_str().to_owned()),
+            prune: self.prune,
         }
     }
 }
@@ -528,6 +545,8 @@ mod tests {
         f.sse = Some("aws:kms".into());
         f.kms_key_id = Some("alias/k".into());
         f.tags.insert("team".into(), "a".into());
+        f.after_upload = Some("delete".into());
+        f.prune = true;
         let spec = JobSpec::parse("job", &f).unwrap();
         let back = spec.fields();
         assert_eq!(back.key_prefix.as_deref(), Some("job/"));

@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 
 use super::upload::{self, Cause, Outcome, Recovery, Uploader};
 use super::{Context, stopped};
+use crate::core::lifecycle::LocalIdentity;
 use crate::core::model::{job_state, progress};
-use crate::store::ClaimedFile;
+use crate::store::{ClaimedFile, Verified};
 
 /// The uploads running, by `{bucket}/{key}` with their job: no second upload of an object may
 /// start while one runs, or the older could complete last and leave its bytes in S3.
@@ -33,6 +34,21 @@ impl Running {
         let mut keys = self.0.lock().expect("running lock");
         keys.remove(&file.location());
         !keys.values().any(|job| *job == file.upload_id)
+    }
+
+    /// Holds an object's key for another operation than an upload (a prune), so that no upload
+    /// of it starts meanwhile; false when one runs.
+    pub(super) fn reserve(&self, location: String) -> bool {
+        let mut keys = self.0.lock().expect("running lock");
+        if keys.contains_key(&location) {
+            return false;
+        }
+        keys.insert(location, String::new());
+        true
+    }
+
+    pub(super) fn release(&self, location: &str) {
+        self.0.lock().expect("running lock").remove(location);
     }
 
     fn keys(&self) -> Vec<String> {
@@ -55,15 +71,18 @@ pub(super) struct Finished(Mutex<Vec<Success>>);
 struct Success {
     file: ClaimedFile,
     etag: Option<String>,
+    /// The file read for it.
+    read: Option<LocalIdentity>,
     /// Already counted out of the running uploads (its first write failed).
     counted_out: bool,
 }
 
 impl Finished {
-    fn push(&self, file: ClaimedFile, etag: Option<String>) {
+    fn push(&self, file: ClaimedFile, etag: Option<String>, read: Option<LocalIdentity>) {
         self.0.lock().expect("finished lock").push(Success {
             file,
             etag,
+            read,
             counted_out: false,
         });
     }
@@ -177,9 +196,17 @@ async fn record_uploaded(ctx: &Arc<Context>) {
     }
     let versions: Vec<_> = done
         .iter()
-        .map(|d| (d.file.version(), d.etag.clone()))
+        .map(|d| Verified {
+            version: d.file.version(),
+            etag: d.etag.clone(),
+            read: d.read.map(|r| r.to_string()),
+        })
         .collect();
     let written = ctx.store.mark_uploaded_all(&versions).await;
+    if written.is_ok() {
+        // Files of jobs that move theirs may be removed now that their objects are recorded.
+        ctx.wake_mover();
+    }
     // After the write: the last one out of a job looks whether it settled.
     for d in done.iter().filter(|d| !d.counted_out) {
         count_out(ctx, &d.file);
@@ -255,12 +282,12 @@ async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphor
     drop(in_flight);
     drop(permit);
     let recorded = match outcome {
-        Ok(Outcome::Uploaded { etag }) => {
+        Ok(Outcome::Uploaded { etag, read }) => {
             metrics.uploaded_files.inc();
             metrics.file_upload_seconds.observe(started.elapsed());
             // The dispatcher records it, with the others that ended meanwhile, before its next
             // claim.
-            ctx.finished.push(file, etag);
+            ctx.finished.push(file, etag, read);
             ctx.wake_dispatcher();
             return;
         }

@@ -7,7 +7,11 @@
 //! - `dispatch`: the dispatcher claims PENDING files from the store, FERRY_CONCURRENCY at a time,
 //!   uploads each one (`upload`), and records what each attempt led to;
 //! - `aborts`: the janitor aborts the multipart uploads queued in `pending_aborts`, and the
-//!   start-up sweep finds the orphans a crash left.
+//!   start-up sweep finds the orphans a crash left;
+//! - `mover`: removes the local files of jobs that move theirs, once their objects are verified
+//!   and recorded;
+//! - `pruner`: deletes the objects whose prunes the guard (or a person) released;
+//! - `resync`: lists each job's prefix and uploads again what drifted in the bucket.
 //!
 //! All state is in the store; the loops hold none that a restart would miss. On start every job
 //! is scanned and interrupted uploads go back to PENDING, so unfinished work carries on.
@@ -16,7 +20,10 @@ mod aborts;
 pub mod breaker;
 mod dispatch;
 pub mod manifests;
+mod mover;
+mod pruner;
 mod reconcile;
+mod resync;
 pub mod upload;
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +38,7 @@ use crate::watch::FolderWatcher;
 use dispatch::{Finished, Running};
 use reconcile::{Backoff, ScanQueue};
 pub use reconcile::{Reconciled, ScanError, check_upload_job};
+pub use resync::resync_job;
 
 /// What the engine needs of the settings.
 #[derive(Debug, Clone)]
@@ -38,6 +46,8 @@ pub struct EngineSettings {
     pub chunk_size: u64,
     pub concurrency: usize,
     pub scan_interval: Duration,
+    /// How often each job's objects are listed and compared with the records; None: never.
+    pub resync_interval: Option<Duration>,
     /// Attempts a file gets before it is FAILED.
     pub max_attempts: u32,
     /// How long a file must go unmodified before it is uploaded.
@@ -62,7 +72,13 @@ pub struct Context {
     pub settings: EngineSettings,
     work: Notify,
     aborts: Notify,
+    /// Wakes the mover: verified files of jobs that move theirs wait to be removed.
+    removals: Notify,
+    /// Wakes the pruner: released prunes wait.
+    prunes: Notify,
     scans: ScanQueue,
+    /// Jobs whose objects are to be listed and compared (resync), each at most once.
+    resyncs: ScanQueue,
     /// When each job's last scan ended (status, not state: a scan that finds nothing changed
     /// writes nothing to the store).
     last_scans: Mutex<std::collections::HashMap<String, String>>,
@@ -108,7 +124,10 @@ impl Context {
             settings,
             work: Notify::new(),
             aborts: Notify::new(),
+            removals: Notify::new(),
+            prunes: Notify::new(),
             scans: ScanQueue::default(),
+            resyncs: ScanQueue::default(),
             last_scans: Mutex::default(),
         })
     }
@@ -146,6 +165,22 @@ impl Context {
     pub fn wake_janitor(&self) {
         self.aborts.notify_one();
     }
+
+    /// Tells the mover that local files may be due for removal.
+    pub fn wake_mover(&self) {
+        self.removals.notify_one();
+    }
+
+    /// Tells the pruner that prunes were released.
+    pub fn wake_pruner(&self) {
+        self.prunes.notify_one();
+    }
+
+    /// Asks for a resync of the job: its prefix listed and compared with the records, soon and
+    /// once.
+    pub fn request_resync(&self, job_id: &str) {
+        self.resyncs.push(job_id);
+    }
 }
 
 /// Runs the engine until `shutdown` turns true; returns once every loop has stopped.
@@ -178,6 +213,9 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loops.spawn(reconcile::periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch::dispatch_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(aborts::janitor_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(mover::mover_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(pruner::pruner_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(resync::resync_loop(ctx.clone(), shutdown.clone()));
     if let Some(folder) = ctx.settings.manifests_dir.clone() {
         loops.spawn(manifests::run(
             ctx.clone(),

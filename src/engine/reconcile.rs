@@ -56,11 +56,11 @@ pub(super) struct Backoff {
 #[derive(Default)]
 pub(super) struct ScanQueue {
     queue: Mutex<(VecDeque<String>, HashSet<String>)>,
-    ready: Notify,
+    pub(super) ready: Notify,
 }
 
 impl ScanQueue {
-    fn push(&self, job_id: &str) {
+    pub(super) fn push(&self, job_id: &str) {
         let mut q = self.queue.lock().expect("scan queue lock");
         if q.1.insert(job_id.to_owned()) {
             q.0.push_back(job_id.to_owned());
@@ -69,7 +69,7 @@ impl ScanQueue {
         self.ready.notify_one();
     }
 
-    fn pop(&self) -> Option<String> {
+    pub(super) fn pop(&self) -> Option<String> {
         let mut q = self.queue.lock().expect("scan queue lock");
         let id = q.0.pop_front()?;
         q.1.remove(&id);
@@ -316,6 +316,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
                 ctx.settings.settle_time,
             )
             .await?;
+        ctx.store.removals_done(&batch.removed_locally).await?;
         (added, changed, removed) = (
             added + batch.added.len(),
             changed + batch.changed.len(),
@@ -336,7 +337,23 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         .lock()
         .expect("last scans lock")
         .insert(job_id.to_owned(), now_rfc3339());
+    if job.prune {
+        // The guard judges the prunes this scan queued (and those it holds), now that the
+        // job's walk error is recorded: a scan that could not read everything prunes nothing.
+        let (released, hold) = ctx.store.guard_prunes(job_id).await?;
+        if released > 0 {
+            tracing::info!(
+                objects = released,
+                "objects of files gone from disk are pruned"
+            );
+            ctx.wake_pruner();
+        }
+        if let Some(hold) = hold {
+            tracing::warn!(reason = %hold, "prunes are held");
+        }
+    }
     ctx.wake_dispatcher(); // a job unblocked by this scan has files waiting
+    ctx.wake_mover(); // a removal that failed may go again
     let metrics = crate::metrics::get();
     metrics.scans.inc();
     metrics.scan_seconds.observe(started.elapsed());

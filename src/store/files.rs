@@ -8,7 +8,7 @@ use sqlx::{FromRow, Sqlite};
 
 use super::aborts::release_multipart;
 use super::{Result, Store, now_ms, to_i64, to_u64};
-use crate::core::diff::{RecordedFile, SeenFile};
+use crate::core::diff::{Local, RecordedFile, SeenFile};
 use crate::core::model::FileState;
 use crate::core::plan::settle_due;
 
@@ -47,21 +47,26 @@ const INSERT_ROWS: usize = 500;
 impl Store {
     /// What the store holds of a job's files, keyed by path, for the scan's diff.
     pub async fn recorded_files(&self, job_id: &str) -> Result<HashMap<String, RecordedFile>> {
-        let rows = sqlx::query_as::<_, (i64, String, i64, i64)>(
-            "SELECT id, path, size, mtime_ns FROM files WHERE upload_job_id = ?",
+        let rows = sqlx::query_as::<_, (i64, String, i64, i64, Option<String>)>(
+            "SELECT id, path, size, mtime_ns, removal FROM files WHERE upload_job_id = ?",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(file_id, path, size, mtime_ns)| {
+            .map(|(file_id, path, size, mtime_ns, removal)| {
                 (
                     path,
                     RecordedFile {
                         file_id,
                         size: to_u64(size),
                         mtime_ns,
+                        local: match removal.as_deref() {
+                            Some("due") => Local::Removing,
+                            Some("done") => Local::Removed,
+                            _ => Local::OnDisk,
+                        },
                     },
                 )
             })
@@ -70,6 +75,11 @@ impl Store {
 
     /// Adds new files, puts changed ones back to PENDING (abandoning an upload of the old bytes),
     /// and forgets files gone from disk: one transaction per call.
+    ///
+    /// For a job that prunes, the object of a file gone (UPLOADED) is queued for prune, held
+    /// for the guard, in the same transaction that forgets the file: it is tracked or queued,
+    /// never both nor neither. A file that comes back while its prune is held cancels it, and
+    /// when it is the same version (size and mtime), it is its object again, not uploaded anew.
     pub async fn apply_scan_changes(
         &self,
         job_id: &str,
@@ -99,12 +109,16 @@ impl Store {
             insert.push(" ON CONFLICT (upload_job_id, path) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
         }
+        if !added.is_empty() && super::prunes::any_queued(&mut tx, job_id).await? {
+            let paths = serde_json::json!(added.iter().map(|f| &f.path).collect::<Vec<_>>());
+            super::prunes::cancel_for_returned(&mut tx, job_id, &paths.to_string()).await?;
+        }
         for (file_id, f) in changed {
             release_multipart(&mut tx, *file_id, bucket).await?;
             sqlx::query(
                 "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
                     attempts = 0, last_error = NULL, etag = NULL, next_attempt_at = ?,
-                    restyle = NULL, restyle_from = NULL,
+                    restyle = NULL, restyle_from = NULL, removal = NULL, local_identity = NULL,
                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                  WHERE id = ?",
             )
@@ -117,6 +131,7 @@ impl Store {
         }
         for file_id in removed {
             release_multipart(&mut tx, *file_id, bucket).await?;
+            super::prunes::queue_for_gone_file(&mut tx, *file_id).await?;
             sqlx::query("DELETE FROM files WHERE id = ?")
                 .bind(file_id)
                 .execute(&mut *tx)

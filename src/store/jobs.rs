@@ -45,11 +45,21 @@ pub struct JobRow {
     pub metadata: String,
     /// A JSON object of strings.
     pub tags: String,
+    /// 'keep' or 'delete'.
+    pub after_upload: String,
+    pub prune: bool,
+    /// Why the job's prunes wait for a confirm (the guard), if they do.
+    pub prune_hold: Option<String>,
+    /// When the last resync ended, whether it found every object as recorded, and what it found.
+    pub resynced_at: Option<String>,
+    pub in_sync: Option<bool>,
+    pub resync_message: Option<String>,
 }
 
 /// Binds `?1` the job's id, `?2` to `?11` its spec's columns (folder, bucket, pattern, key
-/// prefix, exclude, class, sse, KMS key, metadata, tags) and `?12` its manifest document: the
-/// one order of the INSERT and the UPDATE.
+/// prefix, exclude, class, sse, KMS key, metadata, tags), `?12` its manifest document, and `?13`,
+/// `?14` what becomes of its files after upload and whether it prunes: the one order of the
+/// INSERT and the UPDATE.
 macro_rules! bind_spec {
     ($query:expr, $id:expr, $c:expr, $source:expr) => {{
         let c: &Columns = $c;
@@ -66,6 +76,8 @@ macro_rules! bind_spec {
             .bind(&c.metadata)
             .bind(&c.tags)
             .bind($source)
+            .bind(&c.after_upload)
+            .bind(c.prune)
     }};
 }
 
@@ -81,6 +93,8 @@ struct Columns {
     kms_key_id: Option<String>,
     metadata: String,
     tags: String,
+    after_upload: String,
+    prune: bool,
 }
 
 impl Columns {
@@ -98,6 +112,8 @@ impl Columns {
             kms_key_id: f.kms_key_id,
             metadata: json(serde_json::json!(f.metadata)),
             tags: json(serde_json::json!(f.tags)),
+            after_upload: spec.after_upload.as_str().to_owned(),
+            prune: spec.prune,
         }
     }
 
@@ -115,7 +131,17 @@ impl Columns {
     }
 
     fn same(&self, job: &JobRow) -> bool {
-        !self.moves_objects(job) && job.pattern == self.pattern && job.exclude == self.exclude
+        !self.moves_objects(job)
+            && job.pattern == self.pattern
+            && job.exclude == self.exclude
+            && job.after_upload == self.after_upload
+            && job.prune == self.prune
+    }
+
+    /// Whether the job's queued prunes no longer hold: it prunes no more, or its objects are
+    /// elsewhere now (only keys under a job's own prefix are ever deleted).
+    fn drops_prunes(&self, job: &JobRow) -> bool {
+        !self.prune || job.destination_bucket != self.bucket || job.key_prefix != self.key_prefix
     }
 }
 
@@ -176,6 +202,8 @@ impl JobRow {
             kms_key_id: self.kms_key_id.clone(),
             metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
             tags: serde_json::from_str(&self.tags).map_err(|e| corrupt("tags", e))?,
+            after_upload: Some(self.after_upload.clone()),
+            prune: self.prune,
         })
     }
 
@@ -271,11 +299,29 @@ impl Store {
                 } else if reset {
                     restyle_files(&mut tx, job, &c).await?;
                 }
+                if c.drops_prunes(job) {
+                    for sql in [
+                        "DELETE FROM prunes WHERE upload_job_id = ?",
+                        "UPDATE upload_jobs SET prune_hold = NULL WHERE id = ?",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                    }
+                }
+                if c.after_upload != "delete" {
+                    // A file waiting to be removed stays, now that the job keeps its files.
+                    sqlx::query(
+                        "UPDATE files SET removal = NULL
+                         WHERE upload_job_id = ? AND removal = 'due'",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let update = sqlx::query(
                     "UPDATE upload_jobs SET source_folder = ?2, destination_bucket = ?3,
                         pattern = ?4, key_prefix = ?5, exclude = ?6, storage_class = ?7, sse = ?8,
                         kms_key_id = ?9, metadata = ?10, tags = ?11, manifest_source = ?12,
-                        generation = generation + 1, error = NULL, error_reason = NULL,
+                        after_upload = ?13, prune = ?14, generation = generation + 1, error = NULL, error_reason = NULL,
                         updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?1",
                 );
@@ -481,8 +527,9 @@ async fn insert_job(
     };
     let insert = sqlx::query_as::<_, JobRow>(
         "INSERT INTO upload_jobs (id, source_folder, destination_bucket, pattern, key_prefix,
-            exclude, storage_class, sse, kms_key_id, metadata, tags, manifest_source, managed_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            exclude, storage_class, sse, kms_key_id, metadata, tags, manifest_source, after_upload,
+            prune, managed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (id) DO NOTHING
          RETURNING *",
     );

@@ -12,6 +12,10 @@
 mod aborts;
 mod files;
 mod jobs;
+mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
+mod prunes;
 #[cfg(test)]
 mod tests;
 mod uploads;
@@ -19,7 +23,9 @@ mod uploads;
 pub use aborts::{AbortsGivenUp, PendingAbort};
 pub use files::{FileRow, StoredFileState};
 pub use jobs::{Applied, JobRow, Origin};
-pub use uploads::{ClaimedFile, FileVersion, OpenUpload, PartRecord, Restyle};
+pub use lifecycle::{DueRemoval, ResyncRow};
+pub use prunes::{Confirmed, DuePrune, PruneCounts};
+pub use uploads::{ClaimedFile, FileVersion, OpenUpload, PartRecord, Restyle, Verified};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -9,7 +9,7 @@ use crate::core::spec::{JobSpec, SpecFields};
 use crate::store::Restyle;
 
 /// The tallies triggers keep (migration 0005) against a count over the files themselves.
-async fn assert_tallies_agree(store: &Store) {
+pub(super) async fn assert_tallies_agree(store: &Store) {
     let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
         "SELECT upload_job_id, state, COUNT(*), SUM(size), SUM(bytes_sent)
          FROM files GROUP BY upload_job_id, state",
@@ -25,7 +25,12 @@ async fn assert_tallies_agree(store: &Store) {
 }
 
 /// A spec of the job `id`, with `edit` applied to its fields.
-fn spec_with(id: &str, folder: &str, bucket: &str, edit: impl FnOnce(&mut SpecFields)) -> JobSpec {
+pub(super) fn spec_with(
+    id: &str,
+    folder: &str,
+    bucket: &str,
+    edit: impl FnOnce(&mut SpecFields),
+) -> JobSpec {
     let mut fields = SpecFields {
         source_folder: folder.into(),
         destination_bucket: bucket.into(),
@@ -35,11 +40,11 @@ fn spec_with(id: &str, folder: &str, bucket: &str, edit: impl FnOnce(&mut SpecFi
     JobSpec::parse(id, &fields).unwrap()
 }
 
-fn spec(id: &str, folder: &str, bucket: &str) -> JobSpec {
+pub(super) fn spec(id: &str, folder: &str, bucket: &str) -> JobSpec {
     spec_with(id, folder, bucket, |_| {})
 }
 
-async fn store_with_job() -> Store {
+pub(super) async fn store_with_job() -> Store {
     let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
     store
         .create_job("job", &spec("job", "/src", "bucket"))
@@ -67,7 +72,7 @@ fn part(number: i64, size: i64) -> PartRecord {
     }
 }
 
-fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
+pub(super) fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
     SeenFile {
         path: path.into(),
         size,
@@ -76,15 +81,23 @@ fn seen(path: &str, size: u64, mtime_ns: i64) -> SeenFile {
 }
 
 /// What a scan records when it first sees these files of `job`.
-async fn add_files(store: &Store, job: &str, files: &[SeenFile]) {
+pub(super) async fn add_files(store: &Store, job: &str, files: &[SeenFile]) {
     store
         .apply_scan_changes(job, "bucket", files, &[], &[], Duration::ZERO)
         .await
         .unwrap();
 }
 
+pub(super) fn verified(version: FileVersion, etag: Option<&str>) -> Verified {
+    Verified {
+        version,
+        etag: etag.map(str::to_owned),
+        read: None,
+    }
+}
+
 /// What a scan records when a file of "job" is gone from disk.
-async fn removed_from_disk(store: &Store, file_id: i64) {
+pub(super) async fn removed_from_disk(store: &Store, file_id: i64) {
     store
         .apply_scan_changes("job", "bucket", &[], &[], &[file_id], Duration::ZERO)
         .await
@@ -92,7 +105,7 @@ async fn removed_from_disk(store: &Store, file_id: i64) {
 }
 
 /// What a scan records when it sees a file of "job" change on disk.
-async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
+pub(super) async fn changed_on_disk(store: &Store, file_id: i64, now: SeenFile) {
     store
         .apply_scan_changes("job", "bucket", &[], &[(file_id, now)], &[], Duration::ZERO)
         .await
@@ -416,10 +429,10 @@ async fn uploads_are_marked_together_and_only_the_versions_still_in_progress() {
 
     let marked = store
         .mark_uploaded_all(&[
-            (small.version(), Some("\"e-small\"".into())),
-            (multipart.version(), Some("\"e-multi-1\"".into())),
-            (changed.version(), None),
-            (done.version(), Some("\"e-again\"".into())),
+            verified(small.version(), Some("\"e-small\"")),
+            verified(multipart.version(), Some("\"e-multi-1\"")),
+            verified(changed.version(), None),
+            verified(done.version(), Some("\"e-again\"")),
         ])
         .await
         .unwrap();
@@ -743,6 +756,10 @@ fn released_migrations_are_never_edited() {
         (
             6,
             "767c32b0cc8aea01a74fb249b2e7a53869efdeb93dc6143cc622f7ffaad536479b6e2b21dc4cb41c8c9e0b456664d267",
+        ),
+        (
+            7,
+            "42621f9c1e960e9ec70d14b33271629cb813b6b6c44bde578c9d5f2d989ee27d5b317bc6ded6e0fb41022338d33270da",
         ),
     ];
     let migrator = sqlx::migrate!("./migrations");

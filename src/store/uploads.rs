@@ -29,6 +29,18 @@ pub struct ClaimedFile {
     pub resume: Option<OpenUpload>,
     /// The file's bytes are in S3 already, in another look: what to do instead of uploading.
     pub restyle: Option<Restyle>,
+    /// Ferry removed the local file after its upload (`after_upload: delete`): only its object
+    /// is left, to restyle.
+    pub removed_locally: bool,
+}
+
+/// An object in S3 and verified, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub version: FileVersion,
+    pub etag: Option<String>,
+    /// The file read for it (`dev:ino`): the only one that may be removed after.
+    pub read: Option<String>,
 }
 
 /// How an object in S3 is brought to the job's new look without sending its bytes again.
@@ -105,6 +117,7 @@ struct ClaimRow {
     upload_settings: Option<String>,
     restyle: Option<String>,
     restyle_from: Option<String>,
+    removal: Option<String>,
     source_folder: String,
     bucket: String,
     key_prefix: String,
@@ -180,7 +193,7 @@ impl Store {
                 ORDER BY f.id LIMIT CAST(? AS INTEGER))
              RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
                 multipart_upload_id, part_size, checksum, upload_settings, restyle, restyle_from,
-                (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
+                removal, (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
                 (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket,
                 (SELECT key_prefix FROM upload_jobs WHERE id = upload_job_id) AS key_prefix,
                 (SELECT storage_class FROM upload_jobs WHERE id = upload_job_id) AS storage_class,
@@ -222,6 +235,7 @@ impl Store {
             let restyle = r.restyle();
             claimed.push(ClaimedFile {
                 restyle,
+                removed_locally: r.removal.as_deref() == Some("done"),
                 file_id: r.id,
                 upload_id: r.upload_job_id,
                 path: r.path,
@@ -354,7 +368,11 @@ impl Store {
     /// The file is in S3, verified. No effect when the file changed meanwhile.
     pub async fn mark_uploaded(&self, v: FileVersion, etag: Option<&str>) -> Result<bool> {
         let marked = self
-            .mark_uploaded_all(&[(v, etag.map(str::to_owned))])
+            .mark_uploaded_all(&[Verified {
+                version: v,
+                etag: etag.map(str::to_owned),
+                read: None,
+            }])
             .await?;
         Ok(marked.first().copied().unwrap_or(false))
     }
@@ -363,30 +381,41 @@ impl Store {
     /// meanwhile). The files without a multipart upload (every small file) are marked by one
     /// statement, however many; each file with one goes in a transaction of its own, which also
     /// drops its parts.
-    pub async fn mark_uploaded_all(
-        &self,
-        done: &[(FileVersion, Option<String>)],
-    ) -> Result<Vec<bool>> {
+    ///
+    /// A file of a job that moves its files (`after_upload: delete`) is marked for removal
+    /// with the identity of the file read, in the same write: it is removed only after this
+    /// commits, so no file is ever gone without its object recorded as verified.
+    pub async fn mark_uploaded_all(&self, done: &[Verified]) -> Result<Vec<bool>> {
         if done.is_empty() {
             return Ok(Vec::new());
         }
+        // `$read`: the SQL of the identity of the file read.
         macro_rules! uploaded {
-            () => {
+            ($read:literal) => {concat!(
                 "UPDATE files SET state = 'UPLOADED', bytes_sent = size,
                     multipart_upload_id = NULL, part_size = NULL, checksum = NULL,
                     upload_settings = NULL, restyle = NULL, restyle_from = NULL,
                     last_error = NULL, next_attempt_at = NULL,
-                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),"
+                    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                    removal = CASE
+                        WHEN removal = 'done' THEN 'done'
+                        WHEN (SELECT after_upload FROM upload_jobs WHERE id = files.upload_job_id)
+                            = 'delete' AND ", $read, " IS NOT NULL THEN 'due'
+                    END,
+                    local_identity = ", $read, ",")
             };
         }
-        // [[id, size, mtime_ns, etag], ...]
+        // [[id, size, mtime_ns, etag, read], ...]
         let versions = serde_json::Value::Array(
             done.iter()
-                .map(|(v, etag)| serde_json::json!([v.file_id, to_i64(v.size), v.mtime_ns, etag]))
+                .map(|d| {
+                    let v = d.version;
+                    serde_json::json!([v.file_id, to_i64(v.size), v.mtime_ns, d.etag, d.read])
+                })
                 .collect(),
         );
         let marked: HashSet<i64> = sqlx::query_scalar(concat!(
-            uploaded!(),
+            uploaded!("d.value ->> 4"),
             " etag = d.value ->> 3
              FROM json_each(?1) AS d
              WHERE files.id = d.value ->> 0 AND files.state = 'IN_PROGRESS'
@@ -400,7 +429,12 @@ impl Store {
         .into_iter()
         .collect();
         let mut results = Vec::with_capacity(done.len());
-        for (v, etag) in done {
+        for Verified {
+            version: v,
+            etag,
+            read,
+        } in done
+        {
             if marked.contains(&v.file_id) {
                 results.push(true);
                 continue;
@@ -408,7 +442,7 @@ impl Store {
             // A multipart upload (or a version no longer in progress, which this finds too).
             let mut tx = self.write_tx().await?;
             let hit = sqlx::query(concat!(
-                uploaded!(),
+                uploaded!("?5"),
                 " etag = ?1
                  WHERE id = ?2 AND state = 'IN_PROGRESS' AND size = ?3 AND mtime_ns = ?4"
             ))
@@ -416,6 +450,7 @@ impl Store {
             .bind(v.file_id)
             .bind(to_i64(v.size))
             .bind(v.mtime_ns)
+            .bind(read)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -543,7 +578,7 @@ impl Store {
                 sqlx::query(
                     "UPDATE files SET state = 'PENDING', size = ?, mtime_ns = ?, bytes_sent = 0,
                         attempts = 0, next_attempt_at = ?, restyle = NULL, restyle_from = NULL,
-                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                        removal = NULL, local_identity = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      WHERE id = ?",
                 )
                 .bind(to_i64(size))

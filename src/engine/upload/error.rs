@@ -24,6 +24,10 @@ pub enum UploadError {
     /// object does not carry it.
     #[error("{0}")]
     OptionsNotApplied(String),
+    /// The object must be sent again but ferry removed its local file after the upload
+    /// (`after_upload: delete`).
+    #[error("{0}")]
+    LocalFileRemoved(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -78,6 +82,7 @@ impl UploadError {
             },
             UploadError::Verify(_) => "verification",
             UploadError::OptionsNotApplied(_) => "options_not_applied",
+            UploadError::LocalFileRemoved(_) => "local_file_removed",
             UploadError::Store(_) => "database",
         }
     }
@@ -133,6 +138,7 @@ impl UploadError {
             UploadError::Verify(_) => Recovery::StartOver,
             // The store keeps objects so: another try stores it the same way.
             UploadError::Plan(_) | UploadError::OptionsNotApplied(_) => Recovery::Fail,
+            UploadError::LocalFileRemoved(_) => Recovery::Fail,
         }
     }
 }

@@ -10,11 +10,12 @@ use bytes::Bytes;
 
 use super::{UploadError, read_error};
 use crate::core::checksum::ChecksumMode;
+use crate::core::lifecycle::LocalIdentity;
 use crate::core::spec::SymlinkPolicy;
 use crate::scan::file_version;
 
 /// Where a tracked file lives on disk.
-pub(super) fn local_path(source_folder: &Path, relative: &str) -> PathBuf {
+pub fn local_path(source_folder: &Path, relative: &str) -> PathBuf {
     relative
         .split('/')
         .fold(source_folder.to_path_buf(), |p, c| p.join(c))
@@ -52,9 +53,26 @@ pub(super) enum Local {
     Changed(Option<(u64, i64)>),
     /// A small file, read whole, and still the version claimed after the read, with its checksum
     /// (FERRY_CHECKSUM's algorithm) computed while the bytes were in the cache.
-    Whole(Bytes, Option<String>),
+    Whole(Bytes, Option<String>, LocalIdentity),
     /// A large file, open for reading part by part.
-    Open(PathBuf, std::fs::File),
+    Open(PathBuf, std::fs::File, LocalIdentity),
+}
+
+/// Which file an open one is (device and inode): the only one `after_upload: delete` may remove.
+pub fn identity_of(meta: &std::fs::Metadata) -> LocalIdentity {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        LocalIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        LocalIdentity { dev: 0, ino: 0 }
+    }
 }
 
 /// Resolves, checks and opens a claimed file. With `whole` (the checksum mode) a small file is
@@ -87,8 +105,13 @@ pub(super) fn open_local(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Changed(None)),
         Err(e) => return Err(read_error(&path, e)),
     };
+    // The identity of the file opened, so that the bytes read are the ones of that file.
+    let identity = match f.metadata() {
+        Ok(meta) => identity_of(&meta),
+        Err(e) => return Err(read_error(&path, e)),
+    };
     let Some(mode) = whole else {
-        return Ok(Local::Open(path, f));
+        return Ok(Local::Open(path, f, identity));
     };
     let len =
         usize::try_from(claimed.0).map_err(|e| read_error(&path, std::io::Error::other(e)))?;
@@ -101,7 +124,7 @@ pub(super) fn open_local(
     }
     read.map_err(|e| read_error(&path, e))?;
     let checksum = mode.of(&buf);
-    Ok(Local::Whole(Bytes::from(buf), checksum))
+    Ok(Local::Whole(Bytes::from(buf), checksum, identity))
 }
 
 /// The error of a file whose bytes are not as many as its size says: a file of /proc or /sys

@@ -54,17 +54,24 @@ impl Uploader<'_> {
         key: &str,
         restyle: &Restyle,
     ) -> Result<Option<Outcome>, UploadError> {
-        // The object holds the bytes of the version claimed; the file must still be it.
-        let (folder, relative, links) = (file.source_folder.clone(), file.path.clone(), self.links);
-        let claimed = (file.size, file.mtime_ns);
-        let local = tokio::task::spawn_blocking(move || {
-            open_local(&folder, &relative, links, claimed, None)
-        })
-        .await
-        .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
-        if let Local::Changed(now) = local {
-            return Ok(Some(Outcome::Changed { now }));
-        }
+        // The object holds the bytes of the version claimed; the file must still be it, unless
+        // ferry removed it after its upload (only the object is left, and it is the one).
+        let read = if file.removed_locally {
+            None
+        } else {
+            let (folder, relative, links) =
+                (file.source_folder.clone(), file.path.clone(), self.links);
+            let claimed = (file.size, file.mtime_ns);
+            let local = tokio::task::spawn_blocking(move || {
+                open_local(&folder, &relative, links, claimed, None)
+            })
+            .await
+            .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
+            match local {
+                Local::Changed(now) => return Ok(Some(Outcome::Changed { now })),
+                Local::Open(_, _, read) | Local::Whole(_, _, read) => Some(read),
+            }
+        };
         let answer = match restyle {
             Restyle::Copy { .. } if file.size > MAX_COPY_BYTES => return Ok(None),
             Restyle::Copy { bucket, key: from } => {
@@ -120,6 +127,6 @@ impl Uploader<'_> {
             Restyle::Copy { .. } => "copy",
             Restyle::Tags => "tags",
         }]);
-        Ok(Some(Outcome::Uploaded { etag }))
+        Ok(Some(Outcome::Uploaded { etag, read }))
     }
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::core::lifecycle::LocalIdentity;
 use crate::core::md5::md5_many;
 use crate::core::object::content_type;
 use crate::core::plan::{
@@ -39,17 +40,35 @@ use crate::store::{ClaimedFile, OpenUpload, PartRecord, Store};
 use error::read_error;
 pub use error::{Cause, Recovery, Refund, UploadError};
 use local::{Local, ReadPart, current_version, open_local, read_part};
+pub use local::{identity_of, local_path};
 use resume::{Resumed, expectations};
 
 /// How an upload ended, short of an error.
 #[derive(Debug)]
 pub enum Outcome {
-    /// In S3 and verified.
-    Uploaded { etag: Option<String> },
+    /// In S3 and verified, from the file `read` (None when no file was read: a restyle of an
+    /// object whose local file ferry removed).
+    Uploaded {
+        etag: Option<String>,
+        read: Option<LocalIdentity>,
+    },
     /// The file on disk is not the version claimed: its size and mtime now, or None when gone.
     Changed { now: Option<(u64, i64)> },
     /// The store no longer wants this upload (the job was deleted or a scan saw a change).
     Superseded,
+}
+
+impl Outcome {
+    /// The outcome of an upload of the bytes of the file `read`.
+    fn read_from(self, read: LocalIdentity) -> Self {
+        match self {
+            Outcome::Uploaded { etag, .. } => Outcome::Uploaded {
+                etag,
+                read: Some(read),
+            },
+            other => other,
+        }
+    }
 }
 
 /// Parts of one file sent at once.
@@ -195,6 +214,11 @@ impl Uploader<'_> {
         {
             return Ok(outcome);
         }
+        if file.removed_locally {
+            return Err(UploadError::LocalFileRemoved(format!(
+                "the object at {key:?} must be sent again, but ferry removed its local file after the upload (after_upload: delete)"
+            )));
+        }
         let plan = plan_upload(file.size, self.chunk_size)?;
         // Every local step (resolve, stat, open, and for a small file the whole read and the
         // stat after it) in one trip to the blocking pool: per file, the hand-offs between
@@ -211,12 +235,15 @@ impl Uploader<'_> {
         })
         .await
         .map_err(|e| read_error(&file.source_folder, std::io::Error::other(e)))??;
-        let (path, reader) = match local {
+        let (path, reader, read) = match local {
             Local::Changed(now) => return Ok(Outcome::Changed { now }),
-            Local::Whole(data, checksum) => {
-                return self.put_single(file, &key, data, checksum).await;
+            Local::Whole(data, checksum, read) => {
+                return Ok(self
+                    .put_single(file, &key, data, checksum)
+                    .await?
+                    .read_from(read));
             }
-            Local::Open(path, f) => (path, Arc::new(f)),
+            Local::Open(path, f, read) => (path, Arc::new(f), read),
         };
         // Open only comes for a multipart plan.
         let part_size = part_size.unwrap_or(self.chunk_size);
@@ -236,7 +263,7 @@ impl Uploader<'_> {
             Ok(now) => return Ok(Outcome::Changed { now }),
             Err(source) => return Err(read_error(&path, source)),
         }
-        self.settle(file, &key, sent).await
+        Ok(self.settle(file, &key, sent).await?.read_from(read))
     }
 
     /// Judges the answer that stored the object. When it proves the bytes (a checksum, or an
@@ -269,7 +296,7 @@ impl Uploader<'_> {
         self.prove_options(file, key, sent.answer.sse.as_deref(), head)
             .await?;
         tracing::info!(key, bytes = file.size, "uploaded");
-        Ok(Outcome::Uploaded { etag })
+        Ok(Outcome::Uploaded { etag, read: None })
     }
 
     /// HeadObject must show the size, the ETag and the checksum the bytes sent give.
