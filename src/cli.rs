@@ -32,6 +32,11 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Delete a job (its objects in S3 stay).
     Delete(DeleteArgs),
+    /// Confirm the prunes a job's guard holds (a batch of more than half of its objects, or
+    /// more than 1,000): they are deleted from S3.
+    Prune(DeleteArgs),
+    /// List a job's objects in S3 now and upload again what is missing or changed.
+    Resync(DeleteArgs),
 }
 
 /// How the client reaches a server. The token comes from FERRY_API_TOKEN only: a flag would

@@ -49,6 +49,14 @@ fn main() -> ExitCode {
             let ferry::cli::OneJob::Job { name } = d.what;
             ferry::client::delete_job(&c, &name).await
         }),
+        ferry::cli::Command::Prune(d) => client_command(&d.client, |c| async move {
+            let ferry::cli::OneJob::Job { name } = d.what;
+            ferry::client::job_action(&c, &name, "prune").await
+        }),
+        ferry::cli::Command::Resync(d) => client_command(&d.client, |c| async move {
+            let ferry::cli::OneJob::Job { name } = d.what;
+            ferry::client::job_action(&c, &name, "resync").await
+        }),
         ferry::cli::Command::Serve(args) => {
             let settings = match ferry::config::RawSettings::from(*args).validate() {
                 Ok(s) => s,

@@ -478,6 +478,22 @@ pub async fn delete_job(client: &Client, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ferry prune job NAME` (confirm the held prunes) and `ferry resync job NAME`.
+pub async fn job_action(client: &Client, name: &str, action: &str) -> Result<ExitCode> {
+    let answer = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/uploads/{}/{action}", percent_encode(name)),
+            None,
+        )
+        .await?;
+    match answer["released"].as_u64() {
+        Some(n) => println!("uploadjob/{name} prune confirmed: {n} objects to delete"),
+        None => println!("uploadjob/{name} resync requested"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A spec as the API's body writes it (snake_case), with only the fields the manifest sets, so
 /// that the server fills in the same defaults it would for the manifest itself.
 fn api_body(f: &crate::core::spec::SpecFields) -> Value {
@@ -491,6 +507,7 @@ fn api_body(f: &crate::core::spec::SpecFields) -> Value {
         ("storage_class", &f.storage_class),
         ("sse", &f.sse),
         ("kms_key_id", &f.kms_key_id),
+        ("after_upload", &f.after_upload),
     ];
     for (name, value) in optional {
         if let Some(v) = value {
@@ -505,6 +522,9 @@ fn api_body(f: &crate::core::spec::SpecFields) -> Value {
     }
     if !f.tags.is_empty() {
         body["tags"] = serde_json::json!(f.tags);
+    }
+    if f.prune {
+        body["prune"] = Value::Bool(true);
     }
     body
 }

@@ -192,6 +192,8 @@ pub fn describe_job(job: &Value, failing: &[Value]) -> String {
     field(&mut out, "  Encryption", sse);
     field(&mut out, "  Metadata", pairs("metadata"));
     field(&mut out, "  Tags", pairs("tags"));
+    field(&mut out, "  After Upload", text(job, "after_upload"));
+    field(&mut out, "  Prune", text(job, "prune"));
     out.push_str("Status:\n");
     field(&mut out, "  State", text(job, "state"));
     field(&mut out, "  Progress", percent(job));
@@ -222,6 +224,30 @@ pub fn describe_job(job: &Value, failing: &[Value]) -> String {
         text(job, "observed_generation"),
     );
     field(&mut out, "  Last Scan", text(job, "scanned_at"));
+    if job["prune"] == true {
+        let prunes = &job["prunes"];
+        let mut line = format!(
+            "{} held, {} being deleted",
+            number(prunes, "held"),
+            number(prunes, "due")
+        );
+        if let Some(why) = prunes["hold_reason"].as_str() {
+            line.push_str(&format!(" (held: {why}; `ferry prune job NAME` confirms)"));
+        }
+        if let Some(e) = prunes["last_error"].as_str() {
+            line.push_str(&format!("; last refusal: {e}"));
+        }
+        field(&mut out, "  Prunes", line);
+    }
+    let resync = &job["last_resync"];
+    field(
+        &mut out,
+        "  Last Resync",
+        match resync["at"].as_str() {
+            Some(at) => format!("{at}: {}", text(resync, "message")),
+            None => "<none>".into(),
+        },
+    );
     if let Some(e) = job["error"].as_str() {
         field(&mut out, "  Error", e.to_owned());
     }
@@ -367,7 +393,10 @@ mod tests {
             "generation": 2, "observed_generation": 2, "managed_by": "api", "manifest": null,
             "key_prefix": "logs/host-1/", "exclude": ["tmp/**"], "storage_class": "STANDARD_IA",
             "sse": "aws:kms", "kms_key_id": "alias/logs", "metadata": {"owner": "team-a"},
-            "tags": {},
+            "tags": {}, "after_upload": "delete", "prune": true,
+            "prunes": {"held": 7, "due": 0, "failing": 0, "last_error": null,
+                "hold_reason": "7 of the job's 8 objects would be pruned"},
+            "last_resync": {"at": "2026-11-28T11:00:00Z", "in_sync": true, "message": "8 objects listed"},
             "conditions": [{"type": "FilesFailing", "status": "True", "reason": "UploadFailed", "message": "1 file failed"}]
         })
     }
@@ -410,6 +439,10 @@ mod tests {
             "  Encryption:         aws:kms (key alias/logs)",
             "  Metadata:           owner=team-a",
             "  Tags:               <none>",
+            "  After Upload:       delete",
+            "  Prune:              true",
+            "  Prunes:             7 held, 0 being deleted (held: 7 of the job's 8",
+            "  Last Resync:        2026-11-28T11:00:00Z: 8 objects listed",
             "State:",
             "IN_PROGRESS",
             "FilesFailing",

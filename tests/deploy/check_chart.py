@@ -136,11 +136,14 @@ def sidecar():
     docs = list(yaml.safe_load_all(configmaps[0]["data"]["jobs.yaml"]))
     reports = [d for d in docs if d["metadata"]["name"] == "app-reports"][0]["spec"]
     want = {"keyPrefix": "", "exclude": ["**/*.tmp", "drafts"], "storageClass": "STANDARD_IA", "sse": "aws:kms",
-            "kmsKeyId": "alias/reports", "metadata": {"owner": "team-a"}, "tags": {"team": "data", "retention": "7y"}}
+            "kmsKeyId": "alias/reports", "metadata": {"owner": "team-a"}, "tags": {"team": "data", "retention": "7y"},
+            "prune": True}
     for k, v in want.items():
         check(reports.get(k) == v, f"{label}: the jobs ConfigMap renders {k} as {reports.get(k)!r}, not {v!r}")
     logs = [d for d in docs if d["metadata"]["name"] == "app-logs"][0]["spec"]
     check("keyPrefix" not in logs, f"{label}: a job without keyPrefix must keep the default")
+    check("prune" not in logs and "afterUpload" not in logs, f"{label}: a job without prune or afterUpload must keep the defaults")
+    check(env.get("FERRY_RESYNC_INTERVAL", {}).get("value") == "1h", f"{label}: FERRY_RESYNC_INTERVAL not passed")
     secrets = by_kind(objects, "Secret")
     token = base64.b64decode(secrets[0]["data"]["token"]).decode() if secrets else ""
     check(len(token) >= 16, f"{label}: the generated token is too short for ferry")
@@ -206,6 +209,7 @@ def bad_values():
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].storageClass=COLD"], "storageClass"),
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].keyPrefix=/abs/"], "keyPrefix"),
         (["--set", "unknownSetting=1"], "unknownSetting"),
+        (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].afterUpload=move"], "afterUpload"),
     ]
     for args, needle in cases:
         run = helm("template", "demo", str(CHART), *args, ok=False)
@@ -226,6 +230,19 @@ async def sdk_lint():
     return result
 
 
+def moving_sidecar():
+    """A job that moves its files (afterUpload: delete) needs the data folder writable."""
+    label = "sidecar with a move"
+    objects = render(HERE / "values-sidecar.yaml", "--set", "jobs[0].afterUpload=delete")
+    validate_all(objects, label)
+    pod = by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in ferry_container(pod)["volumeMounts"]}
+    check(mounts["data"].get("readOnly") is False, f"{label}: ferry cannot remove the files it moves")
+    docs = list(yaml.safe_load_all(by_kind(objects, "ConfigMap")[0]["data"]["jobs.yaml"]))
+    logs = [d for d in docs if d["metadata"]["name"] == "app-logs"][0]["spec"]
+    check(logs.get("afterUpload") == "delete", f"{label}: afterUpload not rendered: {logs}")
+
+
 def main():
     version = helm("version", "--short").stdout.strip()
     result = asyncio.run(sdk_lint())
@@ -237,6 +254,7 @@ def main():
     check(run.returncode == 0, f"helm lint --strict (defaults):\n{run.stdout}{run.stderr}")
     validate_all(render(CHART / "values.yaml"), "defaults")
     sidecar()
+    moving_sidecar()
     irsa()
     daemonset()
     bad_values()
@@ -245,7 +263,7 @@ def main():
         for f in failures:
             print(f"  - {f}", file=sys.stderr)
         sys.exit(1)
-    print(f"chart ok: lint (helm-sdkpy and {version}), 4 renderings valid against Kubernetes {K8S_VERSION}, bad values refused")
+    print(f"chart ok: lint (helm-sdkpy and {version}), 5 renderings valid against Kubernetes {K8S_VERSION}, bad values refused")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ env:
     value: {{ .Values.ferry.concurrency | quote }}
   - name: FERRY_SCAN_INTERVAL
     value: {{ .Values.ferry.scanInterval | quote }}
+  - name: FERRY_RESYNC_INTERVAL
+    value: {{ .Values.ferry.resyncInterval | quote }}
   - name: FERRY_SETTLE_TIME
     value: {{ .Values.ferry.settleTime | quote }}
   - name: FERRY_MAX_ATTEMPTS
@@ -150,15 +152,16 @@ volumeMounts:
     readOnly: true
   {{- end }}
   {{- if eq .Values.mode "daemonset" }}
+  {{- $moves := include "ferry.movesFiles" . }}
   {{- range .Values.daemonset.hostPaths }}
   - name: {{ .name }}
     mountPath: {{ .mountPath }}
-    readOnly: true
+    readOnly: {{ not $moves }}
   {{- end }}
   {{- else }}
   - name: data
     mountPath: {{ .Values.data.mountPath }}
-    readOnly: true
+    readOnly: {{ not (include "ferry.movesFiles" .) }}
   {{- end }}
 {{- end -}}
 
@@ -177,4 +180,9 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ferry.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
+{{- end -}}
+
+{{/* "true" when a job moves its files (afterUpload: delete): ferry then needs to write its folders, which are read-only otherwise. */}}
+{{- define "ferry.movesFiles" -}}
+{{- range .Values.jobs }}{{ if eq (.afterUpload | default "keep") "delete" }}true{{ end }}{{ end }}
 {{- end -}}
