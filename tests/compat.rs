@@ -411,3 +411,119 @@ async fn a_change_of_look_restyles_the_objects_in_place() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// What a resync, a prune and a move ask of a store: a listing whose ETags match the answers
+/// that stored the objects (or every resync would upload everything again), DeleteObject, and
+/// a listing that follows pages.
+#[tokio::test]
+async fn resync_prune_and_move_work_on_the_store() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    let files = [
+        ("a.txt", content(71, 1000)),
+        ("empty", Vec::new()),
+        ("multi.bin", content(72, 6 * MIB)),
+        ("gone.txt", content(73, 10)),
+    ];
+    for (name, data) in &files {
+        write_file(src.path(), name, data);
+    }
+    let ferry = Ferry::start(&[("FERRY_SETTLE_TIME", "0s"), ("FERRY_SCAN_INTERVAL", "2s")]).await;
+    let folder = src.path().to_str().unwrap();
+    let body = serde_json::json!({"source_folder": folder, "destination_bucket": s3.bucket, "prune": true});
+    let (status, answer) = ferry.put("/uploads/mirror", &body).await;
+    assert_eq!(status, 201, "{answer}");
+    let job = ferry.wait_settled("mirror", SETTLE).await;
+    assert_eq!(
+        job["state"],
+        "COMPLETED",
+        "{}",
+        failures(&ferry, "mirror").await
+    );
+    let in_sync = |j: &Value| {
+        common::condition(j, "InSync")["status"] != "Unknown"
+            && j["last_resync"]["at"] != Value::Null
+    };
+    ferry.post("/uploads/mirror/resync", &Value::Null).await;
+    let job = ferry.wait_for("mirror", SETTLE, in_sync).await;
+    let verdict = common::condition(&job, "InSync").clone();
+    report(
+        "resync of a fresh upload finds no drift",
+        &if verdict["status"] == "True" {
+            "ok".to_owned()
+        } else {
+            format!("FAILED: {}", verdict["message"])
+        },
+    );
+    assert_eq!(verdict["status"], "True", "false drift: {verdict}");
+
+    // Drift: an object deleted behind ferry's back is put back by the next resync.
+    s3.client
+        .delete_object()
+        .bucket(&s3.bucket)
+        .key("mirror/a.txt")
+        .send()
+        .await
+        .unwrap();
+    let before = job["last_resync"]["at"].clone();
+    ferry.post("/uploads/mirror/resync", &Value::Null).await;
+    ferry
+        .wait_for("mirror", SETTLE, |j| j["last_resync"]["at"] != before)
+        .await;
+    let deadline = Instant::now() + SETTLE;
+    let repaired = loop {
+        if s3.keys().await.contains(&"mirror/a.txt".to_owned()) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report(
+        "resync puts back a deleted object",
+        if repaired { "ok" } else { "FAILED" },
+    );
+    assert!(repaired, "{}", ferry.log());
+    assert_eq!(s3.get("mirror/a.txt").await, files[0].1);
+
+    // Prune: one file of four deleted, its object goes (DeleteObject).
+    std::fs::remove_file(src.path().join("gone.txt")).unwrap();
+    let deadline = Instant::now() + SETTLE;
+    let pruned = loop {
+        if !s3.keys().await.contains(&"mirror/gone.txt".to_owned()) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report(
+        "prune deletes a gone file's object",
+        if pruned { "ok" } else { "FAILED" },
+    );
+    assert!(pruned, "{}", ferry.log());
+
+    // Move: the job moves its files from now on; a new file is uploaded, then removed.
+    let mut body = body;
+    body["after_upload"] = "delete".into();
+    assert_eq!(ferry.put("/uploads/mirror", &body).await.0, 200);
+    write_file(src.path(), "new.log", &content(74, 2000));
+    let deadline = Instant::now() + SETTLE;
+    let moved = loop {
+        if !src.path().join("new.log").exists() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report(
+        "a move removes the file once its object is verified",
+        if moved { "ok" } else { "FAILED" },
+    );
+    assert!(moved, "{}", ferry.log());
+    assert_eq!(s3.get("mirror/new.log").await, content(74, 2000));
+}

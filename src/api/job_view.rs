@@ -149,6 +149,7 @@ impl JobView {
         let lifecycle = lifecycle_conditions(
             job.prune,
             job.prune_hold.as_deref(),
+            prunes.held,
             job.walk_error.is_some(),
             last_resync,
         )

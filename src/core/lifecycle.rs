@@ -269,6 +269,7 @@ pub struct LastResync<'a> {
 pub fn lifecycle_conditions(
     prune: bool,
     prune_hold: Option<&str>,
+    held: u64,
     walk_error: bool,
     resync: Option<LastResync<'_>>,
 ) -> Vec<LifecycleCondition> {
@@ -280,6 +281,13 @@ pub fn lifecycle_conditions(
                 status: Some(true),
                 reason: if walk_error { "WalkError" } else { "TooMany" },
                 message: hold.to_owned(),
+            },
+            // Queued by a scan still going: the guard judges them at its end.
+            None if held > 0 => LifecycleCondition {
+                kind: "PruneHeld",
+                status: Some(true),
+                reason: "ScanInProgress",
+                message: format!("{held} objects wait for the guard at the end of the scan"),
             },
             None => LifecycleCondition {
                 kind: "PruneHeld",
@@ -410,7 +418,7 @@ mod tests {
 
     #[test]
     fn conditions_say_what_the_guard_holds_and_what_the_resync_found() {
-        let c = lifecycle_conditions(true, Some("5 of 5"), false, None);
+        let c = lifecycle_conditions(true, Some("5 of 5"), 5, false, None);
         assert_eq!(
             (c[0].kind, c[0].status, c[0].reason),
             ("PruneHeld", Some(true), "TooMany")
@@ -421,12 +429,16 @@ mod tests {
             in_sync: false,
             message: "1 missing",
         };
-        let c = lifecycle_conditions(false, None, false, Some(last));
+        let c = lifecycle_conditions(false, None, 0, false, Some(last));
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].status, c[0].reason), (Some(false), "Drifted"));
         assert!(c[0].message.contains("2026-12-02T00:00:00Z"));
-        let c = lifecycle_conditions(true, Some("walk"), true, None);
+        let c = lifecycle_conditions(true, Some("walk"), 1, true, None);
         assert_eq!(c[0].reason, "WalkError");
+        let c = lifecycle_conditions(true, None, 2, false, None);
+        assert_eq!((c[0].status, c[0].reason), (Some(true), "ScanInProgress"));
+        let c = lifecycle_conditions(true, None, 0, false, None);
+        assert_eq!((c[0].status, c[0].reason), (Some(false), "NoneHeld"));
     }
 
     #[test]
