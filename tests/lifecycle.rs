@@ -346,3 +346,49 @@ async fn a_folder_that_became_unreadable_prunes_nothing() {
     .await;
     assert!(!s3.keys().await.contains(&format!("{id}/a.txt")));
 }
+
+#[tokio::test]
+async fn a_file_ferry_may_not_remove_stays_uploaded_and_says_why() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run ferry as another user");
+        return;
+    }
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    // Readable by `nobody`, not writable: the unlink is refused.
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_file(src.path(), "a.log", &content(1, 100));
+    let ferry = Ferry::start_unprivileged_with(QUICK).await;
+    let id = create(
+        &ferry,
+        src.path(),
+        &s3.bucket,
+        json!({"after_upload": "delete"}),
+    )
+    .await;
+    ferry
+        .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
+        .await;
+    wait_until("the refusal recorded", SETTLE, &ferry, || async {
+        ferry.files(&id).await[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be removed"))
+    })
+    .await;
+    assert_eq!(names(src.path()), ["a.log"], "the file stays");
+    let file = &ferry.files(&id).await[0];
+    assert_eq!(file["state"], "UPLOADED", "{file}");
+    assert!(
+        file["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ermission denied"),
+        "{file}"
+    );
+    assert_eq!(s3.get(&format!("{id}/a.log")).await, content(1, 100));
+    assert!(
+        ferry
+            .log()
+            .contains("uploaded files cannot be removed from disk")
+    );
+}

@@ -168,7 +168,10 @@ pub enum Drift {
 }
 
 /// Compares an uploaded object's record with its listing. An ETag is compared without its
-/// quotes and case; a record or listing without one compares the size alone.
+/// quotes and case; a record or listing without one compares the size alone, and so do ETags
+/// of two forms (a multipart `…-N` against a plain one): some stores answer a completed
+/// multipart upload with S3's form and list the object with the MD5 of its whole bytes (rclone
+/// serve s3), so such a pair says nothing of the bytes.
 pub fn drift(
     recorded_size: u64,
     recorded_etag: Option<&str>,
@@ -181,7 +184,10 @@ pub fn drift(
         return Some(Drift::Changed);
     }
     match (recorded_etag, listed.etag.as_deref()) {
-        (Some(a), Some(b)) if normal_etag(a) != normal_etag(b) => Some(Drift::Changed),
+        (Some(a), Some(b)) => {
+            let (a, b) = (normal_etag(a), normal_etag(b));
+            (a != b && a.contains('-') == b.contains('-')).then_some(Drift::Changed)
+        }
         _ => None,
     }
 }
@@ -414,6 +420,12 @@ mod tests {
         );
         // No ETag recorded: the size decides.
         assert_eq!(drift(3, None, Some(&listed(3, "x"))), None);
+        // A multipart ETag against a whole-object MD5 of the same size: the forms differ.
+        assert_eq!(drift(3, Some("\"abc-2\""), Some(&listed(3, "def"))), None);
+        assert_eq!(
+            drift(3, Some("abc-2"), Some(&listed(3, "abd-2"))),
+            Some(Drift::Changed)
+        );
     }
 
     #[test]

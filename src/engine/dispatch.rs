@@ -47,8 +47,12 @@ impl Running {
         true
     }
 
+    /// Lets go of a reservation; an upload that took the key meanwhile keeps it.
     pub(super) fn release(&self, location: &str) {
-        self.0.lock().expect("running lock").remove(location);
+        let mut keys = self.0.lock().expect("running lock");
+        if keys.get(location).is_some_and(String::is_empty) {
+            keys.remove(location);
+        }
     }
 
     fn keys(&self) -> Vec<String> {

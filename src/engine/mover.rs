@@ -46,6 +46,9 @@ async fn remove_due(ctx: &Context) {
             }
         };
         let round = due.len();
+        // One warning a round, not one a file: a read-only folder of 10,000 files would
+        // otherwise write 10,000 lines a minute.
+        let mut failed: Vec<(String, String)> = Vec::new();
         let mut specs: HashMap<String, Option<JobSpec>> = HashMap::new();
         for file in due {
             let spec = match specs.get(&file.upload_job_id) {
@@ -59,10 +62,17 @@ async fn remove_due(ctx: &Context) {
                     spec
                 }
             };
-            if let Err(e) = remove_one(ctx, &file, spec.as_ref()).await {
-                tracing::warn!(upload_id = %file.upload_job_id, path = %file.path, error = %e, "cannot record a local file's removal; trying again later");
-                return;
+            match remove_one(ctx, &file, spec.as_ref()).await {
+                Ok(None) => {}
+                Ok(Some(error)) => failed.push((file.path.clone(), error)),
+                Err(e) => {
+                    tracing::warn!(upload_id = %file.upload_job_id, path = %file.path, error = %e, "cannot record a local file's removal; trying again later");
+                    return;
+                }
             }
+        }
+        if let Some((path, error)) = failed.first() {
+            tracing::warn!(files = failed.len(), first = %path, %error, retry_in_s = RETRY_AFTER.as_secs(), "uploaded files cannot be removed from disk; trying again later");
         }
         if round < BATCH {
             return;
@@ -70,18 +80,19 @@ async fn remove_due(ctx: &Context) {
     }
 }
 
+/// Removes one file if it may be; Some(error) when the removal failed (tried again later).
 async fn remove_one(
     ctx: &Context,
     file: &DueRemoval,
     spec: Option<&JobSpec>,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Option<String>, crate::store::StoreError> {
     let Some(spec) = spec else {
         // Deleted meanwhile, or a spec that no longer reads: nothing is removed.
-        return ctx.store.removal_kept(file.id).await;
+        return ctx.store.removal_kept(file.id).await.map(|()| None);
     };
     if !spec.matches(&file.path) {
         tracing::info!(upload_id = %file.upload_job_id, path = %file.path, "the job no longer takes this file; it is not removed");
-        return ctx.store.removal_kept(file.id).await;
+        return ctx.store.removal_kept(file.id).await.map(|()| None);
     }
     let read = file
         .local_identity
@@ -101,19 +112,19 @@ async fn remove_one(
             ctx.store
                 .removal_done(file.id, file.size, file.mtime_ns)
                 .await
-                .map(|_| ())
+                .map(|_| None)
         }
         Ok(Removal::AlreadyGone) => ctx
             .store
             .removal_done(file.id, file.size, file.mtime_ns)
             .await
-            .map(|_| ()),
+            .map(|_| None),
         Ok(Removal::Keep(why)) => {
             tracing::info!(upload_id = %file.upload_job_id, path = %file.path, why, "the local file is kept");
-            ctx.store.removal_kept(file.id).await
+            ctx.store.removal_kept(file.id).await.map(|()| None)
         }
         Err(e) => {
-            tracing::warn!(upload_id = %file.upload_job_id, path = %file.path, error = %e, "cannot remove the local file; trying again later");
+            tracing::debug!(upload_id = %file.upload_job_id, path = %file.path, error = %e, "cannot remove the local file; trying again later");
             let due =
                 crate::store::now_ms() + i64::try_from(RETRY_AFTER.as_millis()).unwrap_or(i64::MAX);
             ctx.store
@@ -123,6 +134,7 @@ async fn remove_one(
                     due,
                 )
                 .await
+                .map(|()| Some(e.to_string()))
         }
     }
 }

@@ -14,6 +14,9 @@ use super::{Context, stopped};
 use crate::core::lifecycle::{Drift, ResyncReport, drift};
 use crate::core::object::default_key_prefix;
 
+/// Drifted objects named in the log per resync; the rest are counted.
+const LOGGED_DRIFTS: usize = 20;
+
 pub(super) async fn resync_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     // Looks for jobs due at most every minute, and at least twice an interval.
     let tick = ctx
@@ -89,7 +92,14 @@ pub async fn resync_job(ctx: &Arc<Context>, job_id: &str) -> Option<ResyncReport
             let size = u64::try_from(row.size).unwrap_or(0);
             // Uploaded after the listing began: the listing may predate it.
             let settled = row.updated_at < listed_from;
-            match drift(size, row.etag.as_deref(), found) {
+            let verdict = drift(size, row.etag.as_deref(), found);
+            if let Some(kind) = verdict
+                && settled
+                && missing.len() + changed.len() < LOGGED_DRIFTS
+            {
+                tracing::info!(key, ?kind, recorded_size = size, recorded_etag = ?row.etag, listed = ?found, "an object drifted from its record");
+            }
+            match verdict {
                 Some(_) if !settled => {}
                 Some(_) if row.removal.as_deref() == Some("done") => report.unrepairable += 1,
                 Some(Drift::Missing) => missing.push(row.id),

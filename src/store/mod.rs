@@ -15,6 +15,8 @@ mod jobs;
 mod lifecycle;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod migration_tests;
 mod prunes;
 #[cfg(test)]
 mod tests;

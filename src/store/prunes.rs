@@ -152,6 +152,16 @@ impl Store {
         Ok((released, hold))
     }
 
+    /// Whether the job has prunes held (for the guard to judge again).
+    pub async fn holds_prunes(&self, job_id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM prunes WHERE upload_job_id = ? AND state = 'held')",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// A person confirms the batch the guard holds: its prunes are released. Refused while the
     /// last scan could not read all of the folder, or when the job does not prune.
     pub async fn confirm_prunes(&self, job_id: &str) -> Result<Confirmed> {
