@@ -127,6 +127,9 @@ pub struct ObjectStore {
     part_checksums: Arc<AtomicU8>,
     /// The store answered ListParts "not supported" (s3rver's 405): not asked again.
     no_list_parts: Arc<AtomicBool>,
+    /// A listing showed a multipart ETag (`…-N`): the store lists multipart objects in S3's
+    /// form, as it answered their completion (rclone serve s3 lists their whole MD5 instead).
+    pub(crate) lists_multipart_etags: Arc<AtomicBool>,
 }
 
 /// No part has been answered yet.
@@ -196,6 +199,7 @@ impl ObjectStore {
             checksum_pinned,
             part_checksums: Arc::new(AtomicU8::new(PART_CHECKSUMS_UNKNOWN)),
             no_list_parts: Arc::default(),
+            lists_multipart_etags: Arc::default(),
         })
     }
 

@@ -470,16 +470,10 @@ async fn resync_prune_and_move_work_on_the_store() {
     ferry
         .wait_for("mirror", SETTLE, |j| j["last_resync"]["at"] != before)
         .await;
-    let deadline = Instant::now() + SETTLE;
-    let repaired = loop {
-        if s3.keys().await.contains(&"mirror/a.txt".to_owned()) {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let repaired = common::eventually(SETTLE, || async {
+        s3.keys().await.contains(&"mirror/a.txt".to_owned())
+    })
+    .await;
     report(
         "resync puts back a deleted object",
         if repaired { "ok" } else { "FAILED" },
@@ -489,16 +483,10 @@ async fn resync_prune_and_move_work_on_the_store() {
 
     // Prune: one file of four deleted, its object goes (DeleteObject).
     std::fs::remove_file(src.path().join("gone.txt")).unwrap();
-    let deadline = Instant::now() + SETTLE;
-    let pruned = loop {
-        if !s3.keys().await.contains(&"mirror/gone.txt".to_owned()) {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let pruned = common::eventually(SETTLE, || async {
+        !s3.keys().await.contains(&"mirror/gone.txt".to_owned())
+    })
+    .await;
     report(
         "prune deletes a gone file's object",
         if pruned { "ok" } else { "FAILED" },
@@ -510,16 +498,7 @@ async fn resync_prune_and_move_work_on_the_store() {
     body["after_upload"] = "delete".into();
     assert_eq!(ferry.put("/uploads/mirror", &body).await.0, 200);
     write_file(src.path(), "new.log", &content(74, 2000));
-    let deadline = Instant::now() + SETTLE;
-    let moved = loop {
-        if !src.path().join("new.log").exists() {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let moved = common::eventually(SETTLE, || async { !src.path().join("new.log").exists() }).await;
     report(
         "a move removes the file once its object is verified",
         if moved { "ok" } else { "FAILED" },

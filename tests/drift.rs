@@ -9,24 +9,11 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::proxy::{Faults, Proxy};
-use common::{Ferry, S3, condition, content, write_file};
+use common::{Ferry, S3, condition, content, eventually, write_file};
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
 const MIB: usize = 1024 * 1024;
-
-async fn create(ferry: &Ferry, folder: &Path, bucket: &str, extra: Value) -> String {
-    let mut body = json!({
-        "source_folder": folder.to_str().unwrap(),
-        "destination_bucket": bucket,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (status, answer) = ferry.post("/uploads", &body).await;
-    assert_eq!(status, 201, "{answer}");
-    answer["upload_id"].as_str().unwrap().to_owned()
-}
 
 async fn delete_object(s3: &S3, key: &str) {
     s3.client
@@ -80,7 +67,7 @@ async fn a_resync_puts_back_a_deleted_and_an_overwritten_object() {
     let src = tempfile::tempdir().unwrap();
     let files = three_files(src.path());
     let ferry = Ferry::start(&[("FERRY_SETTLE_TIME", "0s")]).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({})).await;
+    let id = ferry.create_with(src.path(), &s3.bucket, json!({})).await;
     let job = ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -171,7 +158,9 @@ async fn the_interval_repairs_drift_and_prunes_untracked_objects_of_a_mirror() {
         write_file(src.path(), &format!("more/{i}.txt"), &content(10 + i, 64));
     }
     let ferry = Ferry::start(&[("FERRY_SETTLE_TIME", "0s"), ("FERRY_RESYNC_INTERVAL", "2s")]).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({"prune": true})).await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"prune": true}))
+        .await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -254,13 +243,9 @@ async fn a_move_killed_at_any_moment_never_loses_a_file() {
         ("AWS_ENDPOINT_URL", proxy.url.as_str()),
     ];
     let mut ferry = Ferry::start(&env).await;
-    let id = create(
-        &ferry,
-        src.path(),
-        &s3.bucket,
-        json!({"after_upload": "delete"}),
-    )
-    .await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"after_upload": "delete"}))
+        .await;
     let left = |src: &Path| std::fs::read_dir(src).unwrap().count();
     let mut kills = Vec::new();
     for round in 0..5usize {
@@ -305,7 +290,9 @@ async fn prunes_killed_at_any_moment_delete_only_what_the_rules_allow() {
         ("AWS_ENDPOINT_URL", proxy.url.as_str()),
     ];
     let mut ferry = Ferry::start(&env).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({"prune": true})).await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"prune": true}))
+        .await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -330,16 +317,12 @@ async fn prunes_killed_at_any_moment_delete_only_what_the_rules_allow() {
         }
         ferry = ferry.restart().await;
     }
-    let deadline = std::time::Instant::now() + SETTLE;
-    while s3.keys().await != kept {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}\n{}",
-            s3.keys().await,
-            ferry.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        eventually(SETTLE, || async { s3.keys().await == kept }).await,
+        "{:?}\n{}",
+        s3.keys().await,
+        ferry.log()
+    );
     // Then every file left deleted: held, across kills and restarts, until confirmed.
     for i in 8..20 {
         std::fs::remove_file(src.path().join(format!("f{i:02}.txt"))).unwrap();
@@ -362,9 +345,9 @@ async fn prunes_killed_at_any_moment_delete_only_what_the_rules_allow() {
             .0,
         202
     );
-    let deadline = std::time::Instant::now() + SETTLE;
-    while !s3.keys().await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{}", ferry.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        eventually(SETTLE, || async { s3.keys().await.is_empty() }).await,
+        "{}",
+        ferry.log()
+    );
 }

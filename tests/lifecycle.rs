@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::proxy::{Faults, Proxy};
-use common::{Ferry, S3, condition, content, is_root, write_file};
+use common::{Ferry, S3, condition, content, eventually, is_root, write_file};
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -17,20 +17,6 @@ const MIB: usize = 1024 * 1024;
 
 /// Settings for quick tests: files go at once, scans every 2 s.
 const QUICK: &[(&str, &str)] = &[("FERRY_SETTLE_TIME", "0s"), ("FERRY_SCAN_INTERVAL", "2s")];
-
-/// Creates a job of the folder into the bucket with these extra spec fields; returns its id.
-async fn create(ferry: &Ferry, folder: &Path, bucket: &str, extra: Value) -> String {
-    let mut body = json!({
-        "source_folder": folder.to_str().unwrap(),
-        "destination_bucket": bucket,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let (status, answer) = ferry.post("/uploads", &body).await;
-    assert_eq!(status, 201, "{answer}");
-    answer["upload_id"].as_str().unwrap().to_owned()
-}
 
 /// The names left in a folder (not recursing).
 fn names(folder: &Path) -> Vec<String> {
@@ -40,23 +26,6 @@ fn names(folder: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    ferry: &Ferry,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = std::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen\nferry's log:\n{}",
-            ferry.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -73,13 +42,9 @@ async fn a_move_empties_the_folder_once_every_object_is_verified() {
         write_file(src.path(), name, data);
     }
     let ferry = Ferry::start(QUICK).await;
-    let id = create(
-        &ferry,
-        src.path(),
-        &s3.bucket,
-        json!({"after_upload": "delete"}),
-    )
-    .await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"after_upload": "delete"}))
+        .await;
     let job = ferry
         .wait_for(&id, SETTLE, |j| {
             j["state"] == "COMPLETED" && names(src.path()).is_empty()
@@ -117,10 +82,11 @@ async fn a_move_empties_the_folder_once_every_object_is_verified() {
     );
     // A new file of the same name is a new file: uploaded, then moved too.
     write_file(src.path(), "a.log", &content(9, 500));
-    wait_until("the new a.log moved", SETTLE, &ferry, || async {
-        names(src.path()).is_empty()
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async { names(src.path()).is_empty() }).await,
+        "the new a.log moved: not seen\n{}",
+        ferry.log()
+    );
     assert_eq!(s3.get(&format!("{id}/a.log")).await, content(9, 500));
 }
 
@@ -137,17 +103,14 @@ async fn a_file_rewritten_during_its_upload_is_kept_and_uploaded_again() {
     let mut env = QUICK.to_vec();
     env.push(("AWS_ENDPOINT_URL", proxy.url.as_str()));
     let ferry = Ferry::start(&env).await;
-    let id = create(
-        &ferry,
-        src.path(),
-        &s3.bucket,
-        json!({"after_upload": "delete"}),
-    )
-    .await;
-    wait_until("the first part", SETTLE, &ferry, || async {
-        proxy.succeeded("UploadPart") >= 1
-    })
-    .await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"after_upload": "delete"}))
+        .await;
+    assert!(
+        eventually(SETTLE, || async { proxy.succeeded("UploadPart") >= 1 }).await,
+        "the first part: not seen\n{}",
+        ferry.log()
+    );
     // Rewritten while its upload is partway: the bytes sent are not the file any more.
     std::fs::write(&path, content(2, 12 * MIB + 1)).unwrap();
     proxy.release_held_parts();
@@ -180,20 +143,17 @@ async fn a_file_whose_upload_failed_stays() {
     env.push(("AWS_ENDPOINT_URL", proxy.url.as_str()));
     env.push(("FERRY_MAX_ATTEMPTS", "1"));
     let ferry = Ferry::start(&env).await;
-    let id = create(
-        &ferry,
-        src.path(),
-        &s3.bucket,
-        json!({"after_upload": "delete"}),
-    )
-    .await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"after_upload": "delete"}))
+        .await;
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(job["state"], "FAILED", "{job}");
     assert_eq!(job["failed_files"], 1, "{job}");
-    wait_until("the uploaded file moved", SETTLE, &ferry, || async {
-        names(src.path()) == ["small.log"]
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async { names(src.path()) == ["small.log"] }).await,
+        "the uploaded file moved: not seen\n{}",
+        ferry.log()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(names(src.path()), ["small.log"], "the failed file stays");
     assert_eq!(
@@ -211,7 +171,9 @@ async fn prune_deletes_the_object_of_a_deleted_file_and_holds_an_emptied_folder(
     }
     write_file(src.path(), "keep/me.txt", &content(9, 10));
     let ferry = Ferry::start(QUICK).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({"prune": true})).await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"prune": true}))
+        .await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -219,10 +181,14 @@ async fn prune_deletes_the_object_of_a_deleted_file_and_holds_an_emptied_folder(
 
     // One file deleted: its object goes.
     std::fs::remove_file(src.path().join("f0.txt")).unwrap();
-    wait_until("f0's object pruned", SETTLE, &ferry, || async {
-        !s3.keys().await.contains(&format!("{id}/f0.txt"))
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async {
+            !s3.keys().await.contains(&format!("{id}/f0.txt"))
+        })
+        .await,
+        "f0's object pruned: not seen\n{}",
+        ferry.log()
+    );
     assert_eq!(s3.keys().await.len(), 4);
     let job = ferry.wait_for(&id, SETTLE, |j| j["total_files"] == 4).await;
     assert_eq!(condition(&job, "PruneHeld")["status"], "False", "{job}");
@@ -260,10 +226,14 @@ async fn prune_deletes_the_object_of_a_deleted_file_and_holds_an_emptied_folder(
         .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["released"], 3, "{answer}");
-    wait_until("the confirmed batch pruned", SETTLE, &ferry, || async {
-        s3.keys().await == [format!("{id}/keep/me.txt")]
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async {
+            s3.keys().await == [format!("{id}/keep/me.txt")]
+        })
+        .await,
+        "the confirmed batch pruned: not seen\n{}",
+        ferry.log()
+    );
     let job = ferry
         .wait_for(&id, SETTLE, |j| j["prunes"]["due"] == 0)
         .await;
@@ -283,7 +253,7 @@ async fn a_job_without_prune_refuses_the_confirm_and_keeps_objects() {
     write_file(src.path(), "a.txt", &content(1, 10));
     write_file(src.path(), "b.txt", &content(2, 10));
     let ferry = Ferry::start(QUICK).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({})).await;
+    let id = ferry.create_with(src.path(), &s3.bucket, json!({})).await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -314,7 +284,9 @@ async fn a_folder_that_became_unreadable_prunes_nothing() {
     }
     chmod(&src.path().join("sub"), 0o755);
     let ferry = Ferry::start_unprivileged_with(QUICK).await;
-    let id = create(&ferry, src.path(), &s3.bucket, json!({"prune": true})).await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"prune": true}))
+        .await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
@@ -340,10 +312,11 @@ async fn a_folder_that_became_unreadable_prunes_nothing() {
 
     // Readable again: the one deleted file's object goes, and only it.
     chmod(&src.path().join("sub"), 0o755);
-    wait_until("a.txt pruned", SETTLE, &ferry, || async {
-        s3.keys().await.len() == 4
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async { s3.keys().await.len() == 4 }).await,
+        "a.txt pruned: not seen\n{}",
+        ferry.log()
+    );
     assert!(!s3.keys().await.contains(&format!("{id}/a.txt")));
 }
 
@@ -359,22 +332,22 @@ async fn a_file_ferry_may_not_remove_stays_uploaded_and_says_why() {
     std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     write_file(src.path(), "a.log", &content(1, 100));
     let ferry = Ferry::start_unprivileged_with(QUICK).await;
-    let id = create(
-        &ferry,
-        src.path(),
-        &s3.bucket,
-        json!({"after_upload": "delete"}),
-    )
-    .await;
+    let id = ferry
+        .create_with(src.path(), &s3.bucket, json!({"after_upload": "delete"}))
+        .await;
     ferry
         .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
         .await;
-    wait_until("the refusal recorded", SETTLE, &ferry, || async {
-        ferry.files(&id).await[0]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("cannot be removed"))
-    })
-    .await;
+    assert!(
+        eventually(SETTLE, || async {
+            ferry.files(&id).await[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot be removed"))
+        })
+        .await,
+        "the refusal recorded: not seen\n{}",
+        ferry.log()
+    );
     assert_eq!(names(src.path()), ["a.log"], "the file stays");
     let file = &ferry.files(&id).await[0];
     assert_eq!(file["state"], "UPLOADED", "{file}");

@@ -168,14 +168,16 @@ pub enum Drift {
 }
 
 /// Compares an uploaded object's record with its listing. An ETag is compared without its
-/// quotes and case; a record or listing without one compares the size alone, and so do ETags
-/// of two forms (a multipart `…-N` against a plain one): some stores answer a completed
-/// multipart upload with S3's form and list the object with the MD5 of its whole bytes (rclone
-/// serve s3), so such a pair says nothing of the bytes.
+/// quotes and case; a record or listing without one compares the size alone. So do ETags of
+/// two forms (a multipart `…-N` against a plain one) unless `forms_kept`: some stores answer a
+/// completed multipart upload with S3's form and list the object with the MD5 of its whole
+/// bytes (rclone serve s3), where such a pair says nothing of the bytes; on a store whose
+/// listings show multipart ETags, it is an overwrite.
 pub fn drift(
     recorded_size: u64,
     recorded_etag: Option<&str>,
     listed: Option<&Listed>,
+    forms_kept: bool,
 ) -> Option<Drift> {
     let Some(listed) = listed else {
         return Some(Drift::Missing);
@@ -186,7 +188,7 @@ pub fn drift(
     match (recorded_etag, listed.etag.as_deref()) {
         (Some(a), Some(b)) => {
             let (a, b) = (normal_etag(a), normal_etag(b));
-            (a != b && a.contains('-') == b.contains('-')).then_some(Drift::Changed)
+            (a != b && (forms_kept || a.contains('-') == b.contains('-'))).then_some(Drift::Changed)
         }
         _ => None,
     }
@@ -408,22 +410,33 @@ mod tests {
             size,
             etag: Some(etag.to_owned()),
         };
-        assert_eq!(drift(3, Some("\"abc\""), None), Some(Drift::Missing));
-        assert_eq!(drift(3, Some("\"abc\""), Some(&listed(3, "ABC"))), None);
+        assert_eq!(drift(3, Some("\"abc\""), None, true), Some(Drift::Missing));
         assert_eq!(
-            drift(3, Some("abc"), Some(&listed(3, "abd"))),
+            drift(3, Some("\"abc\""), Some(&listed(3, "ABC")), true),
+            None
+        );
+        assert_eq!(
+            drift(3, Some("abc"), Some(&listed(3, "abd")), false),
             Some(Drift::Changed)
         );
         assert_eq!(
-            drift(3, Some("abc"), Some(&listed(4, "abc"))),
+            drift(3, Some("abc"), Some(&listed(4, "abc")), false),
             Some(Drift::Changed)
         );
         // No ETag recorded: the size decides.
-        assert_eq!(drift(3, None, Some(&listed(3, "x"))), None);
+        assert_eq!(drift(3, None, Some(&listed(3, "x")), true), None);
         // A multipart ETag against a whole-object MD5 of the same size: the forms differ.
-        assert_eq!(drift(3, Some("\"abc-2\""), Some(&listed(3, "def"))), None);
         assert_eq!(
-            drift(3, Some("abc-2"), Some(&listed(3, "abd-2"))),
+            drift(3, Some("\"abc-2\""), Some(&listed(3, "def")), false),
+            None
+        );
+        // Where listings show multipart ETags, it is an overwrite.
+        assert_eq!(
+            drift(3, Some("\"abc-2\""), Some(&listed(3, "def")), true),
+            Some(Drift::Changed)
+        );
+        assert_eq!(
+            drift(3, Some("abc-2"), Some(&listed(3, "abd-2")), false),
             Some(Drift::Changed)
         );
     }

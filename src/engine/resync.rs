@@ -85,6 +85,7 @@ pub async fn resync_job(ctx: &Arc<Context>, job_id: &str) -> Option<ResyncReport
     };
     let mut tracked = HashSet::with_capacity(rows.len());
     let (mut missing, mut changed) = (Vec::new(), Vec::new());
+    let forms_kept = ctx.s3.lists_multipart_etags();
     for row in &rows {
         let key = spec.object.key(&row.path);
         let found = listing.objects.get(&key);
@@ -92,7 +93,7 @@ pub async fn resync_job(ctx: &Arc<Context>, job_id: &str) -> Option<ResyncReport
             let size = u64::try_from(row.size).unwrap_or(0);
             // Uploaded after the listing began: the listing may predate it.
             let settled = row.updated_at < listed_from;
-            let verdict = drift(size, row.etag.as_deref(), found);
+            let verdict = drift(size, row.etag.as_deref(), found, forms_kept);
             if let Some(kind) = verdict
                 && settled
                 && missing.len() + changed.len() < LOGGED_DRIFTS

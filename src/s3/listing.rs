@@ -35,6 +35,10 @@ impl super::ObjectStore {
                 .await?;
             listing.pages += 1;
             for o in page.contents() {
+                if o.e_tag().is_some_and(|e| e.contains('-')) {
+                    self.lists_multipart_etags
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(key) = o.key() {
                     listing.objects.insert(
                         key.to_owned(),
@@ -51,6 +55,14 @@ impl super::ObjectStore {
             }
             token = next;
         }
+    }
+
+    /// Whether a listing has shown a multipart ETag (`…-N`): then a plain ETag listed for an
+    /// object completed as a multipart upload means it was overwritten, not that the store
+    /// lists multipart objects by their whole MD5 (rclone serve s3).
+    pub fn lists_multipart_etags(&self) -> bool {
+        self.lists_multipart_etags
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes an object (S3 answers 204 for one already gone).

@@ -488,6 +488,20 @@ impl Ferry {
         answer["upload_id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a job with these extra spec fields (`{"prune": true}`) and returns its id.
+    pub async fn create_with(&self, folder: &Path, bucket: &str, extra: Value) -> String {
+        let mut body = serde_json::json!({
+            "source_folder": folder.to_str().unwrap(),
+            "destination_bucket": bucket,
+        });
+        for (k, v) in extra.as_object().expect("extra fields are an object") {
+            body[k] = v.clone();
+        }
+        let (status, answer) = self.post("/uploads", &body).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["upload_id"].as_str().unwrap().to_owned()
+    }
+
     /// Polls the job until it is COMPLETED or FAILED; panics after `within`.
     pub async fn wait_settled(&self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -644,6 +658,23 @@ impl SmallDisk {
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Whether `check` comes true within `within`, polled every 100 ms.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
