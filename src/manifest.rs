@@ -297,6 +297,15 @@ spec:
         assert_eq!(job.fields.kms_key_id.as_deref(), Some("alias/logs"));
         assert_eq!(job.fields.metadata["owner"], "team-a");
         assert_eq!(job.fields.tags["team"], "data");
+        assert_eq!(job.fields.after_upload, None);
+        assert!(!job.fields.prune);
+        let r = parse_file(
+            "jobs.yaml",
+            &format!("{GOOD}  afterUpload: delete\n  prune: true\n"),
+        );
+        let job = r[0].as_ref().unwrap();
+        assert_eq!(job.fields.after_upload.as_deref(), Some("delete"));
+        assert!(job.fields.prune);
         for (bad, says) in [
             (
                 "storageClass: COLD",
@@ -306,6 +315,11 @@ spec:
             ("kmsKeyId: k", "spec.kmsKeyId: kms_key_id needs sse"),
             ("metadata: {Owner: x}", "spec.metadata:"),
             ("key_prefix: a/", "unknown field"),
+            (
+                "afterUpload: move",
+                "spec.afterUpload: after_upload \"move\"",
+            ),
+            ("prune: maybe", "invalid boolean"),
         ] {
             let r = parse_file("jobs.yaml", &format!("{GOOD}  {bad}\n"));
             let e = r[0].as_ref().unwrap_err();

@@ -60,6 +60,9 @@ async fn a_move_empties_the_folder_once_every_object_is_verified() {
         ferry.metric("ferry_local_files_removed_total").await,
         Some(4.0)
     );
+    for f in ferry.files(&id).await {
+        assert_eq!(f["local_file"], "removed", "{f}");
+    }
     // A rescan and a restart neither upload them again nor count them gone.
     let uploaded = ferry.metric("ferry_uploaded_files_total").await;
     ferry

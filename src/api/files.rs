@@ -31,6 +31,9 @@ pub struct FileView {
     last_error: Option<String>,
     etag: Option<String>,
     updated_at: String,
+    /// `on_disk`, `removing` (its object is verified and ferry is removing it, with
+    /// `after_upload: delete`) or `removed` (ferry removed it after its upload).
+    local_file: String,
 }
 
 impl FileView {
@@ -48,6 +51,12 @@ impl FileView {
             last_error: f.last_error,
             etag: f.etag,
             updated_at: f.updated_at,
+            local_file: match f.removal.as_deref() {
+                Some("due") => "removing",
+                Some("done") => "removed",
+                _ => "on_disk",
+            }
+            .to_owned(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct FileRow {
     pub multipart_upload_id: Option<String>,
     pub etag: Option<String>,
     pub updated_at: String,
+    /// 'due' or 'done' for a file ferry is removing or removed after its upload.
+    pub removal: Option<String>,
 }
 
 /// A [`FileState`] read from a column.
