@@ -68,7 +68,14 @@ start() {
     echo $! >"$RUN/pid"
   )
   for _ in $(seq 1 120); do
-    if s3_up; then log "S3 is up on port $PORT"; return; fi
+    if s3_up; then
+      # "available" is not loaded yet: LocalStack loads S3 on its first request, which then
+      # takes seconds. One ListBuckets here, so that the tests' first requests (and a 1 s
+      # readiness probe) do not pay for it.
+      curl -fsS --max-time 60 -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null || true
+      log "S3 is up on port $PORT"
+      return
+    fi
     if ! kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then
       log "LocalStack exited; its log:"; tail -n 40 "$RUN/localstack.log" >&2; exit 1
     fi
