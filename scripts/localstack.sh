@@ -72,7 +72,10 @@ start() {
       # "available" is not loaded yet: LocalStack loads S3 on its first request, which then
       # takes seconds. One ListBuckets here, so that the tests' first requests (and a 1 s
       # readiness probe) do not pay for it.
-      curl -fsS --max-time 60 -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null || true
+      # (Without an S3 Authorization header the request is LocalStack's own, and loads nothing.)
+      curl -fsS --max-time 60 -o /dev/null \
+        -H "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0" \
+        "http://127.0.0.1:$PORT/" 2>/dev/null || true
       log "S3 is up on port $PORT"
       return
     fi
