@@ -51,11 +51,11 @@ fn main() -> ExitCode {
         }),
         ferry::cli::Command::Prune(d) => client_command(&d.client, |c| async move {
             let ferry::cli::OneJob::Job { name } = d.what;
-            ferry::client::job_action(&c, &name, "prune").await
+            ferry::client::prune_job(&c, &name).await
         }),
         ferry::cli::Command::Resync(d) => client_command(&d.client, |c| async move {
             let ferry::cli::OneJob::Job { name } = d.what;
-            ferry::client::job_action(&c, &name, "resync").await
+            ferry::client::resync_job(&c, &name).await
         }),
         ferry::cli::Command::Serve(args) => {
             let settings = match ferry::config::RawSettings::from(*args).validate() {

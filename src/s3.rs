@@ -129,7 +129,7 @@ pub struct ObjectStore {
     no_list_parts: Arc<AtomicBool>,
     /// A listing showed a multipart ETag (`…-N`): the store lists multipart objects in S3's
     /// form, as it answered their completion (rclone serve s3 lists their whole MD5 instead).
-    pub(crate) lists_multipart_etags: Arc<AtomicBool>,
+    lists_multipart_etags: Arc<AtomicBool>,
 }
 
 /// No part has been answered yet.

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use common::proxy::{Faults, Proxy};
-use common::{Ferry, S3, condition, content, eventually, is_root, write_file};
+use common::{Ferry, S3, chmod, condition, content, eventually, is_root, write_file};
 use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(90);
@@ -276,9 +275,6 @@ async fn a_folder_that_became_unreadable_prunes_nothing() {
         eprintln!("skipped: needs root to run ferry as another user");
         return;
     }
-    let chmod = |p: &Path, mode| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
     let s3 = S3::new_bucket().await;
     let src = tempfile::tempdir().unwrap();
     chmod(src.path(), 0o755);
@@ -332,7 +328,7 @@ async fn a_file_ferry_may_not_remove_stays_uploaded_and_says_why() {
     let s3 = S3::new_bucket().await;
     let src = tempfile::tempdir().unwrap();
     // Readable by `nobody`, not writable: the unlink is refused.
-    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    chmod(src.path(), 0o755);
     write_file(src.path(), "a.log", &content(1, 100));
     let ferry = Ferry::start_unprivileged_with(QUICK).await;
     let id = ferry

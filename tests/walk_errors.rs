@@ -3,17 +3,12 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{Ferry, S3, condition, content, is_root, write_file};
+use common::{Ferry, S3, chmod, condition, content, is_root, write_file};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn chmod(path: &std::path::Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 #[tokio::test]
 async fn an_unreadable_folder_keeps_its_files_and_the_job_from_completing() {

@@ -5,6 +5,7 @@ use salvo::prelude::*;
 use serde::Serialize;
 
 use super::{ApiError, app_state, existing_job};
+use crate::core::diff::Local;
 use crate::core::model::FileState;
 use crate::core::time::rfc3339_from_unix_nanos;
 use crate::core::url::percent_encode;
@@ -51,12 +52,9 @@ impl FileView {
             last_error: f.last_error,
             etag: f.etag,
             updated_at: f.updated_at,
-            local_file: match f.removal.as_deref() {
-                Some("due") => "removing",
-                Some("done") => "removed",
-                _ => "on_disk",
-            }
-            .to_owned(),
+            local_file: Local::from_removal(f.removal.as_deref())
+                .as_str()
+                .to_owned(),
         }
     }
 }

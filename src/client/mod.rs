@@ -478,20 +478,29 @@ pub async fn delete_job(client: &Client, name: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry prune job NAME` (confirm the held prunes) and `ferry resync job NAME`.
-pub async fn job_action(client: &Client, name: &str, action: &str) -> Result<ExitCode> {
-    let answer = client
+/// `ferry prune job NAME`: confirms the prunes the job's guard holds.
+pub async fn prune_job(client: &Client, name: &str) -> Result<ExitCode> {
+    let answer = post_job_action(client, name, "prune").await?;
+    let released = answer["released"].as_u64().unwrap_or(0);
+    println!("uploadjob/{name} prune confirmed: {released} objects to delete");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry resync job NAME`: lists the job's objects now and repairs drift.
+pub async fn resync_job(client: &Client, name: &str) -> Result<ExitCode> {
+    post_job_action(client, name, "resync").await?;
+    println!("uploadjob/{name} resync requested");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn post_job_action(client: &Client, name: &str, action: &str) -> Result<Value> {
+    client
         .call(
             reqwest::Method::POST,
             &format!("/uploads/{}/{action}", percent_encode(name)),
             None,
         )
-        .await?;
-    match answer["released"].as_u64() {
-        Some(n) => println!("uploadjob/{name} prune confirmed: {n} objects to delete"),
-        None => println!("uploadjob/{name} resync requested"),
-    }
-    Ok(ExitCode::SUCCESS)
+        .await
 }
 
 /// A spec as the API's body writes it (snake_case), with only the fields the manifest sets, so

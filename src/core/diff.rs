@@ -23,6 +23,26 @@ pub enum Local {
     Removed,
 }
 
+impl Local {
+    /// From the `files.removal` column: NULL, 'due' or 'done'.
+    pub fn from_removal(removal: Option<&str>) -> Self {
+        match removal {
+            Some("due") => Local::Removing,
+            Some("done") => Local::Removed,
+            _ => Local::OnDisk,
+        }
+    }
+
+    /// As the API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Local::OnDisk => "on_disk",
+            Local::Removing => "removing",
+            Local::Removed => "removed",
+        }
+    }
+}
+
 /// A file seen on disk during a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenFile {

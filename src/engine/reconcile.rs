@@ -337,10 +337,9 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         .lock()
         .expect("last scans lock")
         .insert(job_id.to_owned(), now_rfc3339());
-    if job.prune && (removed > 0 || ctx.store.holds_prunes(job_id).await?) {
+    if job.prune {
         // The guard judges the prunes this scan queued (and those it holds), now that the
         // job's walk error is recorded: a scan that could not read everything prunes nothing.
-        // A scan that found nothing gone, of a job with nothing held, writes nothing.
         let (released, hold) = ctx.store.guard_prunes(job_id).await?;
         if released > 0 {
             tracing::info!(

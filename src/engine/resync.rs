@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Context, stopped};
+use crate::core::diff::Local;
 use crate::core::lifecycle::{Drift, ResyncReport, drift};
 use crate::core::object::default_key_prefix;
 
@@ -102,7 +103,9 @@ pub async fn resync_job(ctx: &Arc<Context>, job_id: &str) -> Option<ResyncReport
             }
             match verdict {
                 Some(_) if !settled => {}
-                Some(_) if row.removal.as_deref() == Some("done") => report.unrepairable += 1,
+                Some(_) if Local::from_removal(row.removal.as_deref()) == Local::Removed => {
+                    report.unrepairable += 1
+                }
                 Some(Drift::Missing) => missing.push(row.id),
                 Some(Drift::Changed) => changed.push(row.id),
                 None => {}

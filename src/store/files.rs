@@ -64,11 +64,7 @@ impl Store {
                         file_id,
                         size: to_u64(size),
                         mtime_ns,
-                        local: match removal.as_deref() {
-                            Some("due") => Local::Removing,
-                            Some("done") => Local::Removed,
-                            _ => Local::OnDisk,
-                        },
+                        local: Local::from_removal(removal.as_deref()),
                     },
                 )
             })

@@ -120,7 +120,21 @@ impl Store {
     /// The guard, after a scan or resync of a job: its held prunes are released (due) when
     /// they are few enough and the last scan read everything; else they wait, and the job says
     /// why (`prune_hold`). Returns how many were released, and the hold if any.
+    ///
+    /// With nothing held and no hold recorded there is nothing to judge: a read, and no write
+    /// (a scan that finds nothing gone writes nothing).
     pub async fn guard_prunes(&self, job_id: &str) -> Result<(u64, Option<PruneHold>)> {
+        let idle = sqlx::query_scalar::<_, bool>(
+            "SELECT NOT EXISTS (SELECT 1 FROM prunes WHERE upload_job_id = ?1 AND state = 'held')
+                AND NOT EXISTS (SELECT 1 FROM upload_jobs
+                    WHERE id = ?1 AND prune_hold IS NOT NULL)",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if idle {
+            return Ok((0, None));
+        }
         let mut tx = self.write_tx().await?;
         let (held, uploaded, walk_error) = sqlx::query_as::<_, (i64, i64, bool)>(
             "SELECT
@@ -150,16 +164,6 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok((released, hold))
-    }
-
-    /// Whether the job has prunes held (for the guard to judge again).
-    pub async fn holds_prunes(&self, job_id: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM prunes WHERE upload_job_id = ? AND state = 'held')",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// A person confirms the batch the guard holds: its prunes are released. Refused while the

@@ -9,6 +9,7 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::aborts::release_multipart;
 use super::{Result, Store, StoreError, now_ms, to_i64, to_u64};
+use crate::core::diff::Local;
 use crate::core::object::ObjectOptions;
 use crate::core::plan::settle_due;
 
@@ -235,7 +236,7 @@ impl Store {
             let restyle = r.restyle();
             claimed.push(ClaimedFile {
                 restyle,
-                removed_locally: r.removal.as_deref() == Some("done"),
+                removed_locally: Local::from_removal(r.removal.as_deref()) == Local::Removed,
                 file_id: r.id,
                 upload_id: r.upload_job_id,
                 path: r.path,

@@ -570,6 +570,12 @@ impl Ferry {
 /// The uid and gid of `nobody`.
 pub const NOBODY: u32 = 65534;
 
+/// Sets a file's or folder's permission bits (`0o700`).
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
