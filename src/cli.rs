@@ -145,9 +145,14 @@ pub struct ServeArgs {
     /// that no file needs more than 10,000 parts.
     #[arg(long, env = "FERRY_CHUNK_SIZE", default_value = defaults::CHUNK_SIZE)]
     pub chunk_size: String,
-    /// Files uploading at once.
+    /// Files uploading at once: auto grows the number while throughput rises and halves it on
+    /// 503 SlowDown or timeouts (starting at 64, 4 to 256); a number from 1 to 256 pins it.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value = defaults::CONCURRENCY)]
     pub concurrency: String,
+    /// Upload rate cap for the whole process, in bytes per second with KiB/MiB/GiB (50MiB),
+    /// shared by every upload and paced smoothly; unlimited: no cap.
+    #[arg(long, env = "FERRY_MAX_BANDWIDTH", default_value = defaults::MAX_BANDWIDTH)]
+    pub max_bandwidth: String,
     /// How often every job is re-scanned (2s, 30s, 5m, 1h ...).
     #[arg(long, env = "FERRY_SCAN_INTERVAL", default_value = defaults::SCAN_INTERVAL)]
     pub scan_interval: String,
@@ -203,6 +208,7 @@ impl From<ServeArgs> for RawSettings {
             database_url: a.database_url,
             chunk_size: a.chunk_size,
             concurrency: a.concurrency,
+            max_bandwidth: a.max_bandwidth,
             scan_interval: a.scan_interval,
             resync_interval: a.resync_interval,
             log: a.log,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::checksum::ChecksumMode;
+use crate::core::concurrency::Concurrency;
 use crate::core::plan::{MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::core::spec::SymlinkPolicy;
 
@@ -18,7 +19,8 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
     pub const DATABASE_URL: &str = "sqlite://ferry.db";
     pub const CHUNK_SIZE: &str = "5MiB";
-    pub const CONCURRENCY: &str = "5";
+    pub const CONCURRENCY: &str = "auto";
+    pub const MAX_BANDWIDTH: &str = "unlimited";
     pub const SCAN_INTERVAL: &str = "5m";
     pub const RESYNC_INTERVAL: &str = "1h";
     pub const LOG: &str = "info";
@@ -30,8 +32,10 @@ pub mod defaults {
     pub const FOLLOW_SYMLINKS: &str = "never";
 }
 
-/// The most files ferry will upload at once; more only adds memory (each holds one part).
-pub const MAX_CONCURRENCY: usize = 256;
+pub use crate::core::concurrency::MAX_CONCURRENCY;
+
+/// The lowest bandwidth cap taken: below this, a request could not finish within S3's timeouts.
+pub const MIN_BANDWIDTH: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -52,7 +56,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database: DatabaseLocation,
     pub chunk_size: u64,
-    pub concurrency: usize,
+    pub concurrency: Concurrency,
+    /// FERRY_MAX_BANDWIDTH: bytes per second every upload shares; None: no cap.
+    pub max_bandwidth: Option<u64>,
     pub scan_interval: Duration,
     /// How often each job's objects are listed and compared with the records; None: never.
     pub resync_interval: Option<Duration>,
@@ -102,6 +108,7 @@ pub struct RawSettings {
     pub database_url: String,
     pub chunk_size: String,
     pub concurrency: String,
+    pub max_bandwidth: String,
     pub scan_interval: String,
     pub resync_interval: String,
     pub log: String,
@@ -124,6 +131,7 @@ impl Default for RawSettings {
             database_url: defaults::DATABASE_URL.into(),
             chunk_size: defaults::CHUNK_SIZE.into(),
             concurrency: defaults::CONCURRENCY.into(),
+            max_bandwidth: defaults::MAX_BANDWIDTH.into(),
             scan_interval: defaults::SCAN_INTERVAL.into(),
             resync_interval: defaults::RESYNC_INTERVAL.into(),
             log: defaults::LOG.into(),
@@ -194,19 +202,10 @@ impl RawSettings {
                 "S3 takes parts of at most 5 GiB; use 5GiB or less".into(),
             ));
         }
-        let concurrency = self
-            .concurrency
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
-            .ok_or_else(|| {
-                err(
-                    "FERRY_CONCURRENCY",
-                    &self.concurrency,
-                    format!("expected a whole number of files from 1 to {MAX_CONCURRENCY}"),
-                )
-            })?;
+        let concurrency = parse_concurrency(&self.concurrency)
+            .map_err(|reason| err("FERRY_CONCURRENCY", &self.concurrency, reason))?;
+        let max_bandwidth = parse_bandwidth(&self.max_bandwidth)
+            .map_err(|reason| err("FERRY_MAX_BANDWIDTH", &self.max_bandwidth, reason))?;
         let scan_interval = parse_duration(&self.scan_interval)
             .map_err(|reason| err("FERRY_SCAN_INTERVAL", &self.scan_interval, reason))?;
         if scan_interval < Duration::from_secs(1) {
@@ -388,6 +387,7 @@ impl RawSettings {
             database,
             chunk_size,
             concurrency,
+            max_bandwidth,
             scan_interval,
             resync_interval,
             log_filter: self.log.clone(),
@@ -474,6 +474,46 @@ pub fn parse_byte_size(raw: &str) -> Result<u64, String> {
 }
 
 /// A duration such as 500ms, 2s, 30s, 5m, 1h or 1d; a bare number is seconds.
+/// `auto` (or empty): adapted to the link; a whole number from 1 to MAX_CONCURRENCY pins it.
+pub fn parse_concurrency(raw: &str) -> Result<Concurrency, String> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    raw.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
+        .map(Concurrency::Pinned)
+        .ok_or_else(|| {
+            format!(
+                "expected auto (adapted to the link) or a whole number of files from 1 to {MAX_CONCURRENCY}"
+            )
+        })
+}
+
+/// `unlimited` (or empty, `0`, `off`): no cap; otherwise bytes per second, with KiB/MiB/GiB.
+pub fn parse_bandwidth(raw: &str) -> Result<Option<u64>, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty()
+        || ["unlimited", "off", "0"]
+            .iter()
+            .any(|w| trimmed.eq_ignore_ascii_case(w))
+    {
+        return Ok(None);
+    }
+    let accepted = "expected bytes per second, with an optional KiB, MiB or GiB (50MiB), of at least 64KiB; or unlimited";
+    // `50MiB/s` reads as it is meant.
+    let size = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed);
+    let rate = parse_byte_size(size).map_err(|_| accepted.to_owned())?;
+    if rate < MIN_BANDWIDTH {
+        return Err(format!("{accepted} (a slower cap would time requests out)"));
+    }
+    Ok(Some(rate))
+}
+
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     const HELP: &str = "expected a duration such as 2s, 30s, 5m, 1h (units ms, s, m, h, d)";
     let s = raw.trim();
@@ -567,12 +607,44 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_is_auto_or_a_pinned_number() {
+        assert_eq!(parse_concurrency("auto"), Ok(Concurrency::Auto));
+        assert_eq!(parse_concurrency(" AUTO "), Ok(Concurrency::Auto));
+        assert_eq!(parse_concurrency("64"), Ok(Concurrency::Pinned(64)));
+        assert_eq!(parse_concurrency("256"), Ok(Concurrency::Pinned(256)));
+        for bad in ["0", "257", "-1", "many", "1.5"] {
+            let e = parse_concurrency(bad).unwrap_err();
+            assert!(e.contains("auto") && e.contains("256"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bandwidth_is_bytes_per_second_or_unlimited() {
+        assert_eq!(parse_bandwidth("unlimited"), Ok(None));
+        assert_eq!(parse_bandwidth(""), Ok(None));
+        assert_eq!(parse_bandwidth("0"), Ok(None));
+        assert_eq!(parse_bandwidth("off"), Ok(None));
+        assert_eq!(parse_bandwidth("50MiB"), Ok(Some(50 << 20)));
+        assert_eq!(parse_bandwidth("50MiB/s"), Ok(Some(50 << 20)));
+        assert_eq!(parse_bandwidth("1.5GiB"), Ok(Some(3 << 29)));
+        assert_eq!(parse_bandwidth("64KiB"), Ok(Some(64 << 10)));
+        assert!(
+            parse_bandwidth("1KiB")
+                .unwrap_err()
+                .contains("at least 64KiB")
+        );
+        assert!(parse_bandwidth("-5MiB").is_err());
+        assert!(parse_bandwidth("50 megabits").is_err());
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let s = RawSettings::default()
             .validate()
             .expect("defaults validate");
         assert_eq!(s.chunk_size, 5 << 20);
-        assert_eq!(s.concurrency, 5);
+        assert_eq!(s.concurrency, Concurrency::Auto);
+        assert_eq!(s.max_bandwidth, None);
         assert_eq!(s.scan_interval, Duration::from_secs(300));
         assert_eq!(s.log_format, LogFormat::Json);
         assert!(!s.s3_force_path_style);
@@ -627,6 +699,14 @@ mod tests {
             ..RawSettings::default()
         };
         assert_eq!(raw.validate().unwrap_err().variable, "FERRY_CONCURRENCY");
+
+        let raw = RawSettings {
+            max_bandwidth: "fast".into(),
+            ..RawSettings::default()
+        };
+        let e = raw.validate().unwrap_err();
+        assert_eq!(e.variable, "FERRY_MAX_BANDWIDTH");
+        assert!(e.reason.contains("50MiB"), "{e}");
 
         let raw = RawSettings {
             log_format: "xml".into(),

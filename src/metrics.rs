@@ -39,6 +39,12 @@ pub struct Metrics {
     /// Times the circuit breaker opened: S3 could not be reached at all.
     pub s3_outages: Counter,
     pub uploads_in_flight: Gauge,
+    /// Files allowed to upload at once: FERRY_CONCURRENCY, or the controller's current limit.
+    pub upload_concurrency: Gauge,
+    /// S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts).
+    pub s3_pushback: Counter,
+    /// FERRY_MAX_BANDWIDTH in bytes per second; 0: no cap.
+    pub max_bandwidth: Gauge,
     /// Whole files, from the first byte read to the verified object.
     pub file_upload_seconds: Histogram,
     /// One part (or one single PutObject), retries included.
@@ -60,6 +66,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     scans: Counter::default(),
     s3_outages: Counter::default(),
     uploads_in_flight: Gauge::default(),
+    upload_concurrency: Gauge::default(),
+    s3_pushback: Counter::default(),
+    max_bandwidth: Gauge::default(),
     file_upload_seconds: Histogram::new(&[
         0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
     ]),
@@ -97,6 +106,9 @@ pub struct Gauge(AtomicI64);
 impl Gauge {
     pub fn add(&self, n: i64) {
         self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
     }
     pub fn value(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
@@ -204,6 +216,12 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
     counter(
         &mut out,
+        "ferry_s3_pushback_total",
+        "S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts); each lowers the adaptive concurrency",
+        m.s3_pushback.value(),
+    );
+    counter(
+        &mut out,
         "ferry_parts_uploaded_total",
         "Multipart parts acknowledged by S3",
         m.parts_uploaded.value(),
@@ -305,6 +323,18 @@ pub fn render(snapshot: &Snapshot) -> String {
         "ferry_uploads_in_flight",
         "Files being uploaded right now",
         m.uploads_in_flight.value() as f64,
+    );
+    gauge(
+        &mut out,
+        "ferry_upload_concurrency",
+        "Files allowed to upload at once: FERRY_CONCURRENCY, or the adaptive controller's current limit",
+        m.upload_concurrency.value() as f64,
+    );
+    gauge(
+        &mut out,
+        "ferry_max_bandwidth_bytes_per_second",
+        "The upload rate cap every upload shares (FERRY_MAX_BANDWIDTH); 0: no cap",
+        m.max_bandwidth.value() as f64,
     );
     histogram(
         &mut out,

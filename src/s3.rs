@@ -9,9 +9,10 @@ mod compat;
 mod error;
 mod listing;
 mod options;
+mod pace;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -20,7 +21,6 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode as S3ChecksumMode, CompletedMultipartUpload, CompletedPart,
 };
@@ -130,6 +130,11 @@ pub struct ObjectStore {
     /// A listing showed a multipart ETag (`…-N`): the store lists multipart objects in S3's
     /// form, as it answered their completion (rclone serve s3 lists their whole MD5 instead).
     lists_multipart_etags: Arc<AtomicBool>,
+    /// FERRY_MAX_BANDWIDTH: every upload's body is paced by it.
+    pacer: Option<pace::Pacer>,
+    /// Answers that said the store is overloaded (503 SlowDown, throttling, timeouts), counted
+    /// for the concurrency controller.
+    congestion: Arc<AtomicU64>,
 }
 
 /// No part has been answered yet.
@@ -170,6 +175,7 @@ impl ObjectStore {
         checksum: ChecksumMode,
         checksum_pinned: bool,
         retry: RetryPolicy,
+        max_bandwidth: Option<u64>,
     ) -> Result<Self, SetupError> {
         let shared = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
@@ -200,7 +206,22 @@ impl ObjectStore {
             part_checksums: Arc::new(AtomicU8::new(PART_CHECKSUMS_UNKNOWN)),
             no_list_parts: Arc::default(),
             lists_multipart_etags: Arc::default(),
+            pacer: max_bandwidth.map(pace::Pacer::new),
+            congestion: Arc::default(),
         })
+    }
+
+    /// How many answers so far said the store is overloaded (503 SlowDown, throttling, a
+    /// timeout), retried or not.
+    pub fn congestion_signals(&self) -> u64 {
+        self.congestion.load(Ordering::Relaxed)
+    }
+
+    fn note_congestion(&self, err: &S3Error) {
+        if err.congestion {
+            self.congestion.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get().s3_pushback.inc();
+        }
     }
 
     async fn retrying<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T>
@@ -211,11 +232,15 @@ impl ObjectStore {
         call.retry(self.retry.backoff())
             .when(S3Error::is_transient)
             .notify(|err: &S3Error, delay: Duration| {
+                self.note_congestion(err);
                 crate::metrics::get().s3_retries.inc(&[what]);
                 tracing::warn!(operation = what, error = %err, retry_in_ms = delay.as_millis() as u64, "S3 request failed, retrying");
             })
             .await
-            .map_err(|e| e.during(what))
+            .map_err(|e| {
+                self.note_congestion(&e);
+                e.during(what)
+            })
     }
 
     /// Whether the bucket exists and these credentials may use it.
@@ -292,7 +317,7 @@ impl ObjectStore {
                 .put_object()
                 .bucket(bucket)
                 .key(key)
-                .body(ByteStream::from(body.clone()));
+                .body(pace::body(body.clone(), self.pacer.as_ref()));
             let request = with_options!(request, options, content_type);
             let (request, sends) = match (mode, checksum) {
                 (ChecksumMode::Crc32c, Some(c)) => (request.checksum_crc32_c(c), true),
@@ -382,7 +407,7 @@ impl ObjectStore {
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number)
-                .body(ByteStream::from(body.clone()));
+                .body(pace::body(body.clone(), self.pacer.as_ref()));
             let (request, sends) = match (self.checksum_mode(), checksum) {
                 (ChecksumMode::Crc32c, Some(c)) => (request.checksum_crc32_c(c), true),
                 (ChecksumMode::Crc32, Some(c)) => (request.checksum_crc32(c), true),
@@ -712,6 +737,7 @@ impl ObjectStore {
             kind: ErrorKind::ChecksumsRefused,
             message: format!("{} (sent again without checksum headers)", e.message),
             unreachable: false,
+            congestion: false,
         }
     }
 

@@ -75,8 +75,14 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         settings.checksum,
         settings.checksum_pinned,
         RetryPolicy::default(),
+        settings.max_bandwidth,
     )
     .await?;
+    crate::metrics::get().max_bandwidth.set(
+        settings
+            .max_bandwidth
+            .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+    );
     let ctx = Context::new(
         store,
         s3,
@@ -126,7 +132,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     tracing::info!(
         listen = %local,
         chunk_size = settings.chunk_size,
-        concurrency = settings.concurrency,
+        concurrency = ?settings.concurrency,
+        max_bandwidth = settings.max_bandwidth,
         scan_interval_s = settings.scan_interval.as_secs(),
         "ferry is serving"
     );

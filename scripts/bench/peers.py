@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ferry against aws s3 sync, s5cmd and rclone, on the same data and the same local S3 server.
+"""ferry against aws s3, s5cmd and rclone, on the same data and the same local S3 server.
 
 Run through scripts/bench-peers.sh, which installs the peers and builds ferry. Each workload is
 run by every tool `--runs` times, the tools interleaved run by run so that a noisy moment hurts
@@ -7,9 +7,18 @@ all of them alike; the figures are medians. ferry is timed from its POST /upload
 a freshly started `ferry serve` (release build, fresh database), and its CPU and peak RSS are
 read from /proc for that process; the peers are timed as whole processes by GNU time.
 
+Each peer runs its fastest command for the work: a first upload is `aws s3 cp --recursive`,
+`s5cmd cp` and `rclone copy` (they compare nothing); a no-op is `sync` over what is already there.
+
 No-op: each tool uploads 100,000 small files once (not timed), then the timed runs repeat the
 sync over the unchanged folder. For ferry that is a rescan (POST /uploads/{id}/rescan until the
 job's scanned_at moves).
+
+WAN: `--rtt-ms 0,20,60` runs every workload at each round trip, every tool through the same
+latency proxy (scripts/bench/latency_proxy.py) in front of the server. A bandwidth-capped link
+(`--link 200mbit`, through scripts/bench-peers.sh) runs everything in a network namespace whose
+loopback is shaped by `tc ... tbf`. `--cap 50MiB` adds a run of ferry alone with
+FERRY_MAX_BANDWIDTH set, on the large workload, and reports the rate it achieved against the cap.
 """
 import argparse
 import json
@@ -63,17 +72,18 @@ def write_random(path, size, rng):
             left -= n
 
 
-def make_data(root, workload, noop_files):
+def make_data(root, workload, noop_files, small_files=2000):
     """The workload's folder, created once and reused (its mtimes must not change). The no-op's
-    is named by its file count, so that another --noop-files makes another tree."""
-    folder = root / (f"noop-{noop_files}" if workload == "noop" else workload)
+    and the small one's are named by their file counts, so that another count makes another tree."""
+    names = {"noop": f"noop-{noop_files}", "small": f"small-{small_files}"}
+    folder = root / names.get(workload, workload)
     done = folder.with_suffix(".done")
     if done.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     rng = random.Random(42)
     if workload == "small":
-        for i in range(2000):
+        for i in range(small_files):
             write_random(folder / f"f{i:05d}.bin", 16 * KIB, rng)
     elif workload == "large":
         write_random(folder / "big.bin", 1024 * MIB, rng)
@@ -171,6 +181,31 @@ class Server:
             shutil.rmtree(self.root, ignore_errors=True)  # a tmpfs holds it in memory
 
 
+class Link:
+    """The server as the tools reach it: directly (RTT 0), or through the latency proxy, which
+    delays every chunk by half the round trip each way."""
+
+    def __init__(self, server, rtt_ms, work):
+        self.server, self.rtt_ms, self.proc = server, rtt_ms, None
+        self.url = server.url
+        if rtt_ms > 0:
+            port = free_port()
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "bench" / "latency_proxy.py"), "--listen",
+                 f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{server.port}", "--rtt-ms", str(rtt_ms)],
+                stdout=subprocess.DEVNULL, stderr=open(work / f"latency-proxy-{rtt_ms}.log", "w"))
+            self.url = f"http://127.0.0.1:{port}"
+            wait_http(self.url)
+
+    def cpu_seconds(self):
+        return self.server.cpu_seconds()
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+
 # ---- tools ----
 
 AWS_ENV = {
@@ -210,12 +245,14 @@ def timed(cmd, env):
     return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss_kib": int(rss)}
 
 
-def peer_cmd(tool, tools, server, folder, bucket):
+def peer_cmd(tool, tools, server, folder, bucket, sync=False):
+    """The peer's fastest command: a copy for a first upload, a sync (which compares) for a no-op."""
     dest = f"s3://{bucket}/run"
     if tool == "aws":
-        return [str(tools / "aws"), "s3", "sync", str(folder), dest, "--endpoint-url", server.url, "--only-show-errors"], {}
+        verb = ["sync"] if sync else ["cp", "--recursive"]
+        return [str(tools / "aws"), "s3", *verb, str(folder), dest, "--endpoint-url", server.url, "--only-show-errors"], {}
     if tool == "s5cmd":
-        return [str(tools / "s5cmd"), "--endpoint-url", server.url, "sync", f"{folder}/", f"{dest}/"], {}
+        return [str(tools / "s5cmd"), "--endpoint-url", server.url, "sync" if sync else "cp", f"{folder}/", f"{dest}/"], {}
     if tool == "rclone":
         env = {
             "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
@@ -223,14 +260,14 @@ def peer_cmd(tool, tools, server, folder, bucket):
             "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "test", "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
             "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
         }
-        return [str(tools / "rclone"), "sync", str(folder), f"bench:{bucket}/run"], env
+        return [str(tools / "rclone"), "sync" if sync else "copy", str(folder), f"bench:{bucket}/run"], env
     raise SystemExit(tool)
 
 
 class Ferry:
     """A fresh `ferry serve` (release build) with its own database."""
 
-    def __init__(self, server, work):
+    def __init__(self, server, work, extra=None):
         self.dir = Path(tempfile.mkdtemp(dir=work))
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -242,6 +279,7 @@ class Ferry:
         for pair in os.environ.get("BENCH_FERRY_ENV", "").split():
             k, _, v = pair.partition("=")
             env[k] = v
+        env.update(extra or {})
         self.proc = subprocess.Popen([str(ROOT / "target" / "release" / "ferry"), "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(self.dir / "ferry.log", "w"))
         wait_http(self.base + "/healthz")
@@ -318,7 +356,8 @@ def report(workload, r, tool, m):
           f"rss {m['rss_kib'] / 1024:6.1f} MiB{server_cpu}", flush=True)
 
 
-def run_workload(workload, folder, args, tools, server, work, results):
+def run_workload(workload, key, folder, args, tools, server, work, results):
+    """Runs one workload over `server` (a Link), recording under `key`."""
     tool_names = [t for t in ["ferry", "aws", "s5cmd", "rclone"] if t in args.only.split(",")]
     warm_page_cache(folder)
     if workload != "noop":
@@ -327,7 +366,7 @@ def run_workload(workload, folder, args, tools, server, work, results):
             order = tool_names[k:] + tool_names[:k]
             for tool in order:
                 bucket = f"bench-{workload}-{tool}-{r}-{random.randrange(1 << 30):x}"
-                make_bucket(tools, server, bucket)
+                make_bucket(tools, server.server, bucket)
                 if tool == "ferry":
                     ferry = Ferry(server, work)
                     try:
@@ -337,20 +376,20 @@ def run_workload(workload, folder, args, tools, server, work, results):
                 else:
                     cmd, env = peer_cmd(tool, tools, server, folder, bucket)
                     m = with_server_cpu(server, lambda: timed(cmd, env_with(env)))
-                results.setdefault(workload, {}).setdefault(tool, []).append(m)
-                report(workload, r, tool, m)
-                drop_bucket(tools, server, bucket)
+                results.setdefault(key, {}).setdefault(tool, []).append(m)
+                report(key, r, tool, m)
+                drop_bucket(tools, server.server, bucket)
         return
     # No-op: one untimed upload per tool, then timed repeats over the unchanged folder.
     for tool in tool_names:
         bucket = f"bench-noop-{tool}-{random.randrange(1 << 30):x}"
-        make_bucket(tools, server, bucket)
+        make_bucket(tools, server.server, bucket)
         started = time.perf_counter()
         if tool == "ferry":
             ferry = Ferry(server, work)
             job_id, _ = ferry.upload(folder, bucket)
         else:
-            cmd, env = peer_cmd(tool, tools, server, folder, bucket)
+            cmd, env = peer_cmd(tool, tools, server, folder, bucket, sync=True)
             timed(cmd, env_with(env))
         print(f"  noop   setup   {tool:7} first upload took {time.perf_counter() - started:7.1f} s", flush=True)
         try:
@@ -359,12 +398,12 @@ def run_workload(workload, folder, args, tools, server, work, results):
                     m = with_server_cpu(server, lambda: ferry.rescan(job_id))
                 else:
                     m = with_server_cpu(server, lambda: timed(cmd, env_with(env)))
-                results.setdefault(workload, {}).setdefault(tool, []).append(m)
-                report("noop", r, tool, m)
+                results.setdefault(key, {}).setdefault(tool, []).append(m)
+                report(key, r, tool, m)
         finally:
             if tool == "ferry":
                 ferry.stop()
-            drop_bucket(tools, server, bucket)
+            drop_bucket(tools, server.server, bucket)
 
 
 def summarize(results, sizes):
@@ -383,7 +422,9 @@ def summarize(results, sizes):
 
 
 def markdown(rows, meta):
-    out = [f"Server: {meta['server']}. Machine: {meta['machine']}. Runs per figure: {meta['runs']} (median wall and CPU; RSS is the highest).", ""]
+    link = meta.get("link") or "loopback, not capped"
+    out = [f"Server: {meta['server']}. Machine: {meta['machine']}. Runs per figure: {meta['runs']} (median wall and CPU; RSS is the highest). "
+           f"Round trips: {', '.join(str(r) for r in meta.get('rtt_ms', [0]))} ms (latency proxy). Link: {link}. Small workload: {meta.get('small_files')} files of 16 KiB.", ""]
     out.append("| workload | tool | wall (s) | vs best peer | CPU user+sys (s) | CPU s per GiB | peak RSS (MiB) | server CPU (s) |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -392,6 +433,45 @@ def markdown(rows, meta):
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] else "-"
         server_cpu = f"{r['server_cpu']:.2f}" if r.get("server_cpu") is not None else "-"
         out.append(f"| {r['workload']} | {r['tool']} | {r['wall']:.2f} | {ratio} | {r['cpu']:.2f} | {per_gib} | {r['rss_kib'] / 1024:.1f} | {server_cpu} |")
+    return "\n".join(out) + "\n"
+
+
+def run_cap(args, link, server):
+    """ferry alone on the large workload under FERRY_MAX_BANDWIDTH: the rate achieved against the
+    cap (medians of --runs)."""
+    folder = make_data(args.work / "data", "large", args.noop_files)
+    size = folder_bytes(folder)
+    cap = parse_size(args.cap)
+    walls = []
+    for r in range(args.runs):
+        bucket = f"bench-cap-{r}-{random.randrange(1 << 30):x}"
+        make_bucket(args.tools, server, bucket)
+        ferry = Ferry(link, args.work, {"FERRY_MAX_BANDWIDTH": args.cap})
+        try:
+            walls.append(ferry.upload(folder, bucket)[1]["wall"])
+        finally:
+            ferry.stop()
+            drop_bucket(args.tools, server, bucket)
+        print(f"  cap {args.cap} @ {link.rtt_ms} ms run {r + 1}: {walls[-1]:.2f} s, {size / walls[-1] / MIB:.1f} MiB/s", flush=True)
+    wall = statistics.median(walls)
+    return {"cap": args.cap, "cap_bytes": cap, "rtt_ms": link.rtt_ms, "bytes": size, "wall": wall,
+            "achieved": size / wall, "ratio": size / wall / cap, "walls": walls}
+
+
+def parse_size(text):
+    units = {"kib": KIB, "mib": MIB, "gib": 1024 * MIB, "": 1}
+    t = text.strip().lower().removesuffix("/s")
+    n = t.rstrip("kmgib")
+    return int(float(n) * units[t[len(n):]])
+
+
+def cap_markdown(caps):
+    if not caps:
+        return ""
+    out = ["", "| FERRY_MAX_BANDWIDTH | RTT (ms) | bytes | wall (s) | achieved (MiB/s) | achieved / cap |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for c in caps:
+        out.append(f"| {c['cap']} | {c['rtt_ms']} | {c['bytes']} | {c['wall']:.2f} | {c['achieved'] / MIB:.2f} | {c['ratio']:.3f} |")
     return "\n".join(out) + "\n"
 
 
@@ -415,6 +495,11 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workloads", default="small,large,mixed,noop")
     p.add_argument("--noop-files", type=int, default=100_000)
+    p.add_argument("--small-files", type=int, default=None,
+                   help="files of 16 KiB in the small workload (default 2000 at RTT 0 only, 500 with --rtt-ms)")
+    p.add_argument("--rtt-ms", default="0", help="round trips to run at, comma-separated (0,20,60,100)")
+    p.add_argument("--link", default=None, help="the link's cap, as set up by bench-peers.sh (recorded only)")
+    p.add_argument("--cap", default=None, help="also run ferry alone on the large workload with FERRY_MAX_BANDWIDTH=CAP (50MiB)")
     p.add_argument("--only", default="ferry,aws,s5cmd,rclone", help="the tools to run, comma-separated")
     p.add_argument("--tools", type=Path, required=True, help="folder with aws, s5cmd, rclone")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ferry-bench")
@@ -427,13 +512,23 @@ def main():
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     server = Server(args.server, args.work, args.tools, args.server_root)
-    results, sizes = {}, {}
+    results, sizes, caps = {}, {}, []
+    rtts = [float(r) if "." in r else int(r) for r in args.rtt_ms.split(",")]
+    small = args.small_files or (2000 if rtts == [0] else 500)
     try:
-        for workload in args.workloads.split(","):
-            folder = make_data(args.work / "data", workload, args.noop_files)
-            sizes[workload] = folder_bytes(folder)
-            print(f"{workload}: {sum(1 for p in folder.rglob('*') if p.is_file())} files, {sizes[workload] / MIB:.1f} MiB", flush=True)
-            run_workload(workload, folder, args, args.tools, server, args.work, results)
+        for rtt in rtts:
+            link = Link(server, rtt, args.work)
+            try:
+                for workload in args.workloads.split(","):
+                    folder = make_data(args.work / "data", workload, args.noop_files, small)
+                    key = workload if rtts == [0] else f"{workload} @ {rtt} ms"
+                    sizes[key] = folder_bytes(folder)
+                    print(f"{key}: {sum(1 for p in folder.rglob('*') if p.is_file())} files, {sizes[key] / MIB:.1f} MiB", flush=True)
+                    run_workload(workload, key, folder, args, args.tools, link, args.work, results)
+                if args.cap:
+                    caps.append(run_cap(args, link, server))
+            finally:
+                link.stop()
     finally:
         server_name = server.version(args.tools)
         server.stop()
@@ -443,12 +538,13 @@ def main():
         "s5cmd": subprocess.run([str(args.tools / "s5cmd"), "version"], capture_output=True, text=True).stdout.strip(),
         "rclone": subprocess.run([str(args.tools / "rclone"), "version"], capture_output=True, text=True).stdout.splitlines()[0],
     }
-    meta = {"server": server_name, "runs": args.runs, "versions": versions,
+    meta = {"server": server_name, "runs": args.runs, "versions": versions, "rtt_ms": rtts,
+            "link": args.link, "small_files": small,
             "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"}
     rows = summarize(results, sizes)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (args.out / f"peers-{args.server}-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows, "raw": results}, indent=2))
-    md = markdown(rows, meta)
+    (args.out / f"peers-{args.server}-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows, "raw": results, "caps": caps}, indent=2))
+    md = markdown(rows, meta) + cap_markdown(caps)
     (args.out / f"peers-{args.server}-{stamp}.md").write_text(md)
     print()
     print(md)

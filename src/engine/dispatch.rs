@@ -1,4 +1,5 @@
-//! The dispatcher: claims PENDING files, uploads FERRY_CONCURRENCY of them at once, and records
+//! The dispatcher: claims PENDING files, uploads as many at once as the slots allow
+//! (FERRY_CONCURRENCY, or the concurrency controller's limit), and records
 //! what each attempt led to (a success in one write with the others since the last claim; a
 //! failure by what `record_failure` decides). Outcomes the database would not take are kept and
 //! written again.
@@ -7,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::slots::Slot;
 use super::upload::{self, Cause, Outcome, Recovery, Uploader};
 use super::{Context, stopped};
 use crate::core::lifecycle::LocalIdentity;
@@ -106,12 +108,12 @@ impl Finished {
 }
 
 pub(super) async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
+    let slots = &ctx.slots;
     let mut uploads = JoinSet::new();
     loop {
         while uploads.try_join_next().is_some() {}
         let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = slots.acquire() => permit,
             _ = stopped(&mut shutdown) => break,
         };
         if ctx.breaker.is_open() {
@@ -128,7 +130,7 @@ pub(super) async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiv
         // Every free slot is filled by one claim: one write for several files when several
         // uploads ended meanwhile.
         let mut permits = vec![permit];
-        while let Ok(more) = slots.clone().try_acquire_owned() {
+        while let Some(more) = slots.try_acquire() {
             permits.push(more);
         }
         // The uploads that ended are recorded first: their keys are free again after.
@@ -137,6 +139,10 @@ pub(super) async fn dispatch_loop(ctx: Arc<Context>, mut shutdown: watch::Receiv
         let busy = ctx.running.keys();
         match ctx.store.claim_files(permits.len(), &busy).await {
             Ok(files) if !files.is_empty() => {
+                // Every free slot found a file: the limit, not the work, bounds the uploads.
+                if files.len() == permits.len() {
+                    ctx.note_saturated();
+                }
                 // Slots beyond the files claimed are dropped with the rest of `permits`.
                 for (file, permit) in files.into_iter().zip(permits) {
                     let ctx = ctx.clone();
@@ -269,7 +275,7 @@ fn count_out(ctx: &Arc<Context>, file: &ClaimedFile) {
 /// every success since its last claim in one write (`record_uploaded`), anything else here. The
 /// slot (`permit`) is held while the file is read and sent, and given back before the outcome is
 /// written, so that the next file starts while this one is recorded.
-async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: OwnedSemaphorePermit) {
+async fn run_upload(ctx: &Arc<Context>, file: ClaimedFile, permit: Slot) {
     let uploader = Uploader {
         store: &ctx.store,
         s3: &ctx.s3,

@@ -4,8 +4,10 @@
 //! Three loops share one [`Context`], each in a module of its own:
 //! - `reconcile`: the scanner reconciles one job at a time: checks its folder and bucket, diffs
 //!   the disk against the store, and records new, changed and removed files;
-//! - `dispatch`: the dispatcher claims PENDING files from the store, FERRY_CONCURRENCY at a time,
+//! - `dispatch`: the dispatcher claims PENDING files from the store, one per free slot (`slots`),
 //!   uploads each one (`upload`), and records what each attempt led to;
+//! - `concurrency`: the controller moves the number of slots (FERRY_CONCURRENCY=auto) by the
+//!   throughput it sees and S3's push-back;
 //! - `aborts`: the janitor aborts the multipart uploads queued in `pending_aborts`, and the
 //!   start-up sweep finds the orphans a crash left;
 //! - `mover`: removes the local files of jobs that move theirs, once their objects are verified
@@ -18,14 +20,17 @@
 
 mod aborts;
 pub mod breaker;
+mod concurrency;
 mod dispatch;
 pub mod manifests;
 mod mover;
 mod pruner;
 mod reconcile;
 mod resync;
+mod slots;
 pub mod upload;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +49,7 @@ pub use resync::resync_job;
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     pub chunk_size: u64,
-    pub concurrency: usize,
+    pub concurrency: crate::core::concurrency::Concurrency,
     pub scan_interval: Duration,
     /// How often each job's objects are listed and compared with the records; None: never.
     pub resync_interval: Option<Duration>,
@@ -96,8 +101,12 @@ pub struct Context {
     running: Running,
     /// Uploads that succeeded, waiting for the dispatcher to record them.
     finished: Finished,
-    /// The part buffers multipart uploads share (upload::PART_BUFFERS).
+    /// The memory budget uploads share, and the part buffers (upload::PART_BUFFERS).
     part_buffers: upload::PartBuffers,
+    /// One per file uploading; the concurrency controller moves their number.
+    slots: slots::Slots,
+    /// Every free slot found a file since the controller last looked.
+    saturated: AtomicBool,
     /// True once the start-up sweep for orphaned multipart uploads has ended: new multipart
     /// uploads wait for it.
     sweep_done: watch::Sender<bool>,
@@ -116,7 +125,9 @@ impl Context {
             unrecorded: Mutex::default(),
             running: Running::default(),
             finished: Finished::default(),
-            part_buffers: upload::PartBuffers::default(),
+            part_buffers: upload::PartBuffers::new(settings.chunk_size),
+            slots: slots::Slots::new(settings.concurrency.start()),
+            saturated: AtomicBool::new(false),
             sweep_done: watch::Sender::new(false),
             breaker: Arc::default(),
             store,
@@ -154,6 +165,16 @@ impl Context {
     /// Whether uploads pause because S3 cannot be reached.
     pub fn s3_paused(&self) -> bool {
         self.breaker.is_open()
+    }
+
+    /// Says that the slots, not the work, bounded the uploads (for the concurrency controller).
+    fn note_saturated(&self) {
+        self.saturated.store(true, Ordering::Relaxed);
+    }
+
+    /// Files allowed to upload at once, now.
+    pub fn concurrency(&self) -> usize {
+        self.slots.limit()
     }
 
     /// Tells the dispatcher that files may be waiting.
@@ -212,6 +233,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loops.spawn(reconcile::scan_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(reconcile::periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch::dispatch_loop(ctx.clone(), shutdown.clone()));
+    loops.spawn(concurrency::controller_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(aborts::janitor_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(mover::mover_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(pruner::pruner_loop(ctx.clone(), shutdown.clone()));

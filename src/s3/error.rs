@@ -37,6 +37,9 @@ pub struct S3Error {
     /// No answer came from S3 at all (a refused or dropped connection, a timeout): S3 cannot
     /// be reached, which says nothing about the request.
     pub unreachable: bool,
+    /// The store pushed back (503 SlowDown, a throttling answer, a timeout): fewer requests at
+    /// once would serve it better.
+    pub congestion: bool,
 }
 
 impl S3Error {
@@ -49,6 +52,7 @@ impl S3Error {
             kind,
             message: message.into(),
             unreachable: false,
+            congestion: false,
         }
     }
 
@@ -116,7 +120,10 @@ where
 {
     let detail = causes(&err);
     match &err {
-        SdkError::TimeoutError(_) => S3Error::unreachable(format!("S3 timed out: {detail}")),
+        SdkError::TimeoutError(_) => S3Error {
+            congestion: true,
+            ..S3Error::unreachable(format!("S3 timed out: {detail}"))
+        },
         SdkError::DispatchFailure(f) if f.is_user() => S3Error::new(ErrorKind::Permanent, detail),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             S3Error::unreachable(format!("could not reach S3: {detail}"))
@@ -162,7 +169,10 @@ where
                 _ if message.is_empty() => format!("S3 answered HTTP {status} {code}"),
                 _ => format!("S3 answered HTTP {status} {code}: {message}"),
             };
-            S3Error::new(kind, text)
+            S3Error {
+                congestion: pushed_back(status, code),
+                ..S3Error::new(kind, text)
+            }
         }
         _ => S3Error::new(ErrorKind::Permanent, detail),
     }
@@ -179,6 +189,19 @@ pub(super) fn credentials_refused(code: &str) -> bool {
             | "InvalidToken"
             | "InvalidClientTokenId"
     )
+}
+
+/// Whether an answer says the store is overloaded: fewer requests at once would serve it better.
+fn pushed_back(status: u16, code: &str) -> bool {
+    matches!(status, 429 | 503)
+        || matches!(
+            code,
+            "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "ServiceUnavailable"
+        )
 }
 
 /// The decision table for a service answer.
@@ -228,6 +251,18 @@ mod tests {
         assert_eq!(kind_of(502, ""), ErrorKind::Transient);
         assert_eq!(kind_of(429, ""), ErrorKind::Transient);
         assert_eq!(kind_of(400, "RequestTimeout"), ErrorKind::Transient);
+    }
+
+    #[test]
+    fn slow_down_and_throttling_are_push_back_and_other_faults_are_not() {
+        assert!(pushed_back(503, "SlowDown"));
+        assert!(pushed_back(503, ""));
+        assert!(pushed_back(429, ""));
+        assert!(pushed_back(400, "RequestTimeout"));
+        assert!(pushed_back(400, "ThrottlingException"));
+        assert!(!pushed_back(500, "InternalError"));
+        assert!(!pushed_back(502, ""));
+        assert!(!pushed_back(403, "AccessDenied"));
     }
 
     #[test]

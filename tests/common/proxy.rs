@@ -137,6 +137,27 @@ struct State {
     injected: AtomicU64,
     parts_released: AtomicBool,
     parts_release: tokio::sync::Notify,
+    /// PutObject and UploadPart requests being handled now, and the most seen at once since
+    /// the last `take_peak_data_in_flight`.
+    data_in_flight: AtomicU64,
+    peak_data_in_flight: AtomicU64,
+}
+
+/// Counts a data request in flight while it lives.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn new(state: &'a State) -> Self {
+        let now = state.data_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_data_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.data_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Proxy {
@@ -229,6 +250,13 @@ impl Proxy {
             .unwrap_or(&0)
     }
 
+    /// The most PutObject and UploadPart requests handled at once since the last call: how many
+    /// uploads ferry had in flight at the wire.
+    pub fn take_peak_data_in_flight(&self) -> u64 {
+        let now = self.state.data_in_flight.load(Ordering::SeqCst);
+        self.state.peak_data_in_flight.swap(now, Ordering::SeqCst)
+    }
+
     /// How many requests the proxy failed, dropped or refused on purpose.
     pub fn injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
@@ -317,6 +345,7 @@ impl Handler for Forward {
             .unwrap()
             .entry(op.to_owned())
             .or_default() += 1;
+        let _in_flight = matches!(op, "PutObject" | "UploadPart").then(|| InFlight::new(state));
         let body = req
             .payload_with_max_size(256 * 1024 * 1024)
             .await

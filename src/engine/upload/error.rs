@@ -161,6 +161,7 @@ mod tests {
                 kind,
                 message: String::new(),
                 unreachable: false,
+                congestion: false,
             })
         };
         assert_eq!(s3(ErrorKind::Transient).recovery(), Recovery::Resume);

@@ -74,57 +74,89 @@ impl Outcome {
 /// Parts of one file sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// Parts in memory at once, across every upload: multipart uploads take at most this many part
-/// sizes of memory (40 MiB at the default 5 MiB), whatever FERRY_CONCURRENCY is. A file being
-/// read for its next part holds one of them.
+/// The memory budget of the bytes read for uploading, across every upload: this many part
+/// sizes (40 MiB at the default 5 MiB), whatever the number of files in flight. A part being
+/// read or sent holds its size of it, a small file read whole its own size: many small files go
+/// at once, few large parts.
 pub const PART_BUFFERS: usize = 8;
 
-/// The part buffers every multipart upload shares: at most PART_BUFFERS at once, and reused.
+/// The budget is counted in KiB.
+const BUDGET_UNIT: u64 = 1024;
+
+/// The memory budget every upload shares (PART_BUFFERS part sizes), and the part buffers, reused.
 ///
 /// Reused rather than allocated per part: a fresh 5 MiB allocation per part is faulted in page
 /// by page, and freed ones made on the blocking pool's threads stay in those threads' malloc
 /// arenas, so the peak memory grew beyond the buffers themselves.
 pub struct PartBuffers {
-    slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
+    /// The whole budget, in BUDGET_UNITs.
+    total: u32,
     free: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl Default for PartBuffers {
-    fn default() -> Self {
-        PartBuffers {
-            slots: Arc::new(Semaphore::new(PART_BUFFERS)),
-            free: std::sync::Mutex::default(),
-        }
-    }
 }
 
 /// The right to one part buffer, and the buffer itself once one is free to reuse.
 struct PartBuffer {
-    _slot: OwnedSemaphorePermit,
+    _share: OwnedSemaphorePermit,
     reuse: Option<Vec<u8>>,
 }
 
+/// A share of the memory budget, held while a small file's bytes are in memory.
+pub struct Share(#[allow(dead_code)] OwnedSemaphorePermit);
+
 impl PartBuffers {
-    fn ready(&self, slot: OwnedSemaphorePermit) -> PartBuffer {
+    /// The budget for parts of `chunk_size` (FERRY_CHUNK_SIZE).
+    pub fn new(chunk_size: u64) -> Self {
+        let total = (PART_BUFFERS as u64 * chunk_size).div_ceil(BUDGET_UNIT);
+        let total = u32::try_from(total).unwrap_or(u32::MAX >> 3);
+        PartBuffers {
+            budget: Arc::new(Semaphore::new(total as usize)),
+            total,
+            free: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The units of the budget `bytes` take: never more than all of it, so that a part larger
+    /// than the budget (a huge file's) still goes, alone.
+    fn units(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(BUDGET_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total)
+    }
+
+    fn ready(&self, share: OwnedSemaphorePermit) -> PartBuffer {
         let reuse = self.free.lock().expect("part buffers lock").pop();
-        PartBuffer { _slot: slot, reuse }
+        PartBuffer {
+            _share: share,
+            reuse,
+        }
     }
 
-    /// A buffer now if one is free, else None.
-    fn try_take(&self) -> Option<PartBuffer> {
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
-        Some(self.ready(slot))
-    }
-
-    /// A buffer, once one is free.
-    async fn take(&self) -> PartBuffer {
-        let slot = self
-            .slots
+    /// A buffer for a part of `len` bytes now if the budget has room, else None.
+    fn try_take(&self, len: u64) -> Option<PartBuffer> {
+        let share = self
+            .budget
             .clone()
-            .acquire_owned()
-            .await
-            .expect("the part buffer semaphore is never closed");
-        self.ready(slot)
+            .try_acquire_many_owned(self.units(len))
+            .ok()?;
+        Some(self.ready(share))
+    }
+
+    /// A buffer for a part of `len` bytes, once the budget has room.
+    async fn take(&self, len: u64) -> PartBuffer {
+        let share = self.share(len).await;
+        self.ready(share.0)
+    }
+
+    /// A share of the budget for `bytes` read whole, once it has room.
+    pub async fn share(&self, bytes: u64) -> Share {
+        Share(
+            self.budget
+                .clone()
+                .acquire_many_owned(self.units(bytes))
+                .await
+                .expect("the memory budget's semaphore is never closed"),
+        )
     }
 
     /// Takes back a part's bytes for the next part, if nothing else holds them.
@@ -230,6 +262,12 @@ impl Uploader<'_> {
         };
         let (claimed, whole) = ((file.size, file.mtime_ns), part_size.is_none());
         let mode = self.s3.checksum_mode();
+        // A small file is read whole: its bytes hold a share of the memory budget until sent.
+        let _share = if whole {
+            Some(self.part_buffers.share(file.size).await)
+        } else {
+            None
+        };
         let local = tokio::task::spawn_blocking(move || {
             open_local(&folder, &relative, links, claimed, whole.then_some(mode))
         })
@@ -447,13 +485,13 @@ impl Uploader<'_> {
                 };
                 // A part buffer from the process-wide budget; with none free, wait for one of
                 // this file's parts in flight, or (with none in flight) for another file's.
-                let mut buffer = match self.part_buffers.try_take() {
+                let (offset, len) = part_range(file.size, part_size, number);
+                let mut buffer = match self.part_buffers.try_take(len) {
                     Some(buffer) => buffer,
                     None if !in_flight.is_empty() => break,
-                    None => self.part_buffers.take().await,
+                    None => self.part_buffers.take(len).await,
                 };
                 todo.next();
-                let (offset, len) = part_range(file.size, part_size, number);
                 let reuse = buffer.reuse.take().unwrap_or_default();
                 let part =
                     match read_part(reader.clone(), file.size, offset, len, mode, reuse).await {
