@@ -206,6 +206,7 @@ def bad_values():
         (["--set", "jobs[0].name=Bad_Name", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1"], "name"),
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=relative", "--set", "jobs[0].destinationBucket=b-1"], "sourceFolder"),
         (["--set", "ferry.concurrency=0"], "concurrency"),
+        (["--set", "ferry.maxBandwidth=fast"], "maxBandwidth"),
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].storageClass=COLD"], "storageClass"),
         (["--set", "jobs[0].name=ok", "--set", "jobs[0].sourceFolder=/data", "--set", "jobs[0].destinationBucket=b-1", "--set", "jobs[0].keyPrefix=/abs/"], "keyPrefix"),
         (["--set", "unknownSetting=1"], "unknownSetting"),

@@ -83,6 +83,8 @@ env:
     value: {{ .Values.ferry.chunkSize | quote }}
   - name: FERRY_CONCURRENCY
     value: {{ .Values.ferry.concurrency | quote }}
+  - name: FERRY_MAX_BANDWIDTH
+    value: {{ .Values.ferry.maxBandwidth | default "unlimited" | quote }}
   - name: FERRY_SCAN_INTERVAL
     value: {{ .Values.ferry.scanInterval | quote }}
   - name: FERRY_RESYNC_INTERVAL
