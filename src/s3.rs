@@ -12,7 +12,7 @@ mod options;
 mod pace;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -132,9 +132,6 @@ pub struct ObjectStore {
     lists_multipart_etags: Arc<AtomicBool>,
     /// FERRY_MAX_BANDWIDTH: every upload's body is paced by it.
     pacer: Option<pace::Pacer>,
-    /// Answers that said the store is overloaded (503 SlowDown, throttling, timeouts), counted
-    /// for the concurrency controller.
-    congestion: Arc<AtomicU64>,
 }
 
 /// No part has been answered yet.
@@ -207,19 +204,12 @@ impl ObjectStore {
             no_list_parts: Arc::default(),
             lists_multipart_etags: Arc::default(),
             pacer: max_bandwidth.map(pace::Pacer::new),
-            congestion: Arc::default(),
         })
     }
 
-    /// How many answers so far said the store is overloaded (503 SlowDown, throttling, a
-    /// timeout), retried or not.
-    pub fn congestion_signals(&self) -> u64 {
-        self.congestion.load(Ordering::Relaxed)
-    }
-
     fn note_congestion(&self, err: &S3Error) {
+        // Counted once, in the metric the concurrency controller reads.
         if err.congestion {
-            self.congestion.fetch_add(1, Ordering::Relaxed);
             crate::metrics::get().s3_pushback.inc();
         }
     }

@@ -24,7 +24,7 @@ pub(super) async fn controller_loop(ctx: Arc<Context>, mut shutdown: watch::Rece
     }
     let mut controller = Controller::auto();
     let mut bytes = metrics.uploaded_bytes.value();
-    let mut signals = ctx.s3.congestion_signals();
+    let mut signals = metrics.s3_pushback.value();
     let mut since = Instant::now();
     loop {
         tokio::select! {
@@ -32,7 +32,7 @@ pub(super) async fn controller_loop(ctx: Arc<Context>, mut shutdown: watch::Rece
             _ = stopped(&mut shutdown) => break,
         }
         let (now_bytes, now_signals) =
-            (metrics.uploaded_bytes.value(), ctx.s3.congestion_signals());
+            (metrics.uploaded_bytes.value(), metrics.s3_pushback.value());
         let elapsed = since.elapsed().as_secs_f64().max(1e-3);
         let pushed_back = now_signals.saturating_sub(signals);
         let window = Window {

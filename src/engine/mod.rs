@@ -172,11 +172,6 @@ impl Context {
         self.saturated.store(true, Ordering::Relaxed);
     }
 
-    /// Files allowed to upload at once, now.
-    pub fn concurrency(&self) -> usize {
-        self.slots.limit()
-    }
-
     /// Tells the dispatcher that files may be waiting.
     pub fn wake_dispatcher(&self) {
         self.work.notify_one();

@@ -21,12 +21,16 @@ use crate::core::pace::Pace;
 pub struct Pacer {
     pace: Arc<Mutex<Pace>>,
     origin: Instant,
+    /// The schedule's slice, fixed by the rate: read without the lock.
+    slice: usize,
 }
 
 impl Pacer {
     pub fn new(rate: u64) -> Self {
+        let pace = Pace::new(rate);
         Pacer {
-            pace: Arc::new(Mutex::new(Pace::new(rate))),
+            slice: usize::try_from(pace.slice()).unwrap_or(usize::MAX),
+            pace: Arc::new(Mutex::new(pace)),
             origin: Instant::now(),
         }
     }
@@ -38,7 +42,7 @@ impl Pacer {
     }
 
     fn slice(&self) -> usize {
-        usize::try_from(self.pace.lock().expect("pace lock").slice()).unwrap_or(usize::MAX)
+        self.slice
     }
 }
 
