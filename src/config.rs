@@ -515,22 +515,17 @@ pub fn parse_bandwidth(raw: &str) -> Result<Option<u64>, String> {
 }
 
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    const HELP: &str = "expected a duration such as 2s, 30s, 5m, 1h (units ms, s, m, h, d)";
+    const HELP: &str =
+        "expected a duration such as 2s, 30s, 5m, 1h or 1h30m (a bare number is seconds)";
     let s = raw.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| HELP.to_owned())?;
-    let millis_per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(HELP.into()),
-    };
-    n.checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| "the duration is too large".into())
+    // A bare number is seconds, as it always was here (humantime wants a unit).
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| "the duration is too large".into());
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{HELP}: {e}"))
 }
 
 fn parse_bool(raw: &str) -> Option<bool> {
@@ -578,7 +573,11 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert!(parse_duration("5 minutes").is_err());
+        assert_eq!(parse_duration("5 minutes"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("soon").unwrap_err().contains("1h30m"));
+        assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
     }

@@ -293,6 +293,9 @@ async fn wait_for(
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
+    // On a terminal, indicatif draws the bar in place (its redraws rate-limited, its ETA
+    // smoothed); elsewhere (a CI log, a pipe) a plain line a second, the same as before.
+    let bar = tty.then(progress_bar);
     let mut meter = render::RateMeter::default();
     let mut last_print = None::<Instant>;
     loop {
@@ -326,20 +329,21 @@ async fn wait_for(
                 || (j["observed_generation"].as_i64().unwrap_or(0) >= *generation
                     && matches!(state, Some("COMPLETED" | "FAILED")))
         });
-        let line = render::progress_line(done, total, files, rate);
-        let mut err = std::io::stderr().lock();
-        if tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(format!("{}/{} files", files.0, files.1));
         } else if converged || last_print.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            let line = render::progress_line(done, total, files, rate);
+            let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{line}");
+            let _ = err.flush();
             last_print = Some(Instant::now());
         }
-        let _ = err.flush();
         if converged {
-            if tty {
-                let _ = writeln!(err);
+            if let Some(bar) = &bar {
+                bar.finish();
             }
-            drop(err);
             let mut ok = true;
             for j in &jobs {
                 let state = j["state"].as_str().unwrap_or("?");
@@ -364,10 +368,9 @@ async fn wait_for(
                 ExitCode::FAILURE
             });
         }
-        drop(err);
         if started.elapsed() >= timeout {
-            if tty {
-                eprintln!();
+            if let Some(bar) = &bar {
+                bar.abandon();
             }
             return Err(ClientError::Timeout(render::human_duration(
                 timeout.as_secs(),
@@ -375,6 +378,20 @@ async fn wait_for(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The bar of `--wait` on a terminal: the plain line's fields, drawn by indicatif.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[{bar:24}] {percent:>3}%  {binary_bytes}/{binary_total_bytes}  {binary_bytes_per_sec}  ETA {eta}  ({msg})",
+        )
+        .expect("the template is valid")
+        .progress_chars("#-"),
+    );
+    bar
 }
 
 /// `ferry get jobs [NAME]`.
