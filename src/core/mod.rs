@@ -3,6 +3,7 @@
 pub mod checksum;
 pub mod concurrency;
 pub mod diff;
+pub mod fair;
 pub mod lifecycle;
 pub mod md5;
 pub mod model;

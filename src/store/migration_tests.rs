@@ -34,6 +34,10 @@ fn released_migrations_are_never_edited() {
             7,
             "42621f9c1e960e9ec70d14b33271629cb813b6b6c44bde578c9d5f2d989ee27d5b317bc6ded6e0fb41022338d33270da",
         ),
+        (
+            8,
+            "b5098ba05fe86ba45d7e35b0a576121a6bc7f0364b50509cd59cffe2e35e716efda5b93aa17096a6bd86fca9ed114910",
+        ),
     ];
     let migrator = sqlx::migrate!("./migrations");
     for (version, checksum) in released {

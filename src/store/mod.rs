@@ -6,10 +6,14 @@
 //! - `mod.rs`: opening and migrating the database, its errors, the writer;
 //! - [`jobs`]: the specs, who declares them, their tallies;
 //! - [`files`]: what a scan records of the files on disk, and the file list;
-//! - [`uploads`]: claiming files and recording what their uploads did, part by part;
+//! - [`claims`]: which files the free upload slots take next, jobs in turn;
+//! - [`uploads`]: recording what uploads did, part by part;
 //! - [`aborts`]: multipart uploads let go of, queued until the store aborts them.
 
 mod aborts;
+mod claims;
+#[cfg(test)]
+mod claims_tests;
 mod files;
 mod jobs;
 mod lifecycle;
@@ -30,6 +34,7 @@ pub use prunes::{Confirmed, DuePrune, PruneCounts};
 pub use uploads::{ClaimedFile, FileVersion, OpenUpload, PartRecord, Restyle, Verified};
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -100,6 +105,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: SqlitePool,
     writer: SqlitePool,
+    /// The job served last by a claim, whose turn is over (`claims`); empty at the start.
+    turn: Arc<Mutex<String>>,
 }
 
 /// Whether a connection given back to its pool may serve again: any rollback its transaction's
@@ -168,11 +175,13 @@ impl Store {
             return Ok(Store {
                 writer: pool.clone(),
                 pool,
+                turn: Arc::default(),
             });
         }
         let store = Store {
             pool: pool_of(4).await?,
             writer: pool_of(1).await?,
+            turn: Arc::default(),
         };
         // A read-only file (or folder) opens, migrates when there is nothing to migrate, and
         // reads: only a write tells.

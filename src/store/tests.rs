@@ -666,12 +666,13 @@ async fn the_tallies_follow_every_change_to_the_files() {
         seen("d", 7, 1),
     ];
     add_files(&store, "job", &files).await;
-    add_files(&store, "other", &[seen("x", 4, 1)]).await;
     assert_tallies_agree(&store).await;
     let tally = store.job_tally("job").await.unwrap();
     assert_eq!((tally.pending.files, tally.pending.bytes), (4, 22));
 
     let claimed = store.claim_files(3, &[]).await.unwrap();
+    // The other job's file comes after the claim, which would have given it its turn.
+    add_files(&store, "other", &[seen("x", 4, 1)]).await;
     assert_tallies_agree(&store).await;
     let (a, b, c) = (&claimed[0], &claimed[1], &claimed[2]);
     store

@@ -1,4 +1,4 @@
-//! Uploads: claiming files, and recording what each attempt did (parts, outcome, retry), every
+//! Uploads: what a claimed file is, and recording what each attempt did (parts, outcome, retry), every
 //! write guarded by the version of the file it was claimed at.
 
 use std::collections::HashSet;
@@ -8,8 +8,7 @@ use std::time::Duration;
 use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::aborts::release_multipart;
-use super::{Result, Store, StoreError, now_ms, to_i64, to_u64};
-use crate::core::diff::Local;
+use super::{Result, Store, now_ms, to_i64};
 use crate::core::object::ObjectOptions;
 use crate::core::plan::settle_due;
 
@@ -104,162 +103,7 @@ impl ClaimedFile {
     }
 }
 
-#[derive(FromRow)]
-struct ClaimRow {
-    id: i64,
-    upload_job_id: String,
-    path: String,
-    size: i64,
-    mtime_ns: i64,
-    attempts: i64,
-    multipart_upload_id: Option<String>,
-    part_size: Option<i64>,
-    checksum: Option<String>,
-    upload_settings: Option<String>,
-    restyle: Option<String>,
-    restyle_from: Option<String>,
-    removal: Option<String>,
-    source_folder: String,
-    bucket: String,
-    key_prefix: String,
-    storage_class: Option<String>,
-    sse: Option<String>,
-    kms_key_id: Option<String>,
-    metadata: String,
-    tags: String,
-}
-
-impl ClaimRow {
-    fn restyle(&self) -> Option<Restyle> {
-        match (self.restyle.as_deref(), self.restyle_from.as_deref()) {
-            (Some("tags"), _) => Some(Restyle::Tags),
-            (Some("copy"), Some(from)) => from.split_once('/').map(|(bucket, key)| Restyle::Copy {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            }),
-            _ => None,
-        }
-    }
-
-    fn object(&self) -> Result<ObjectOptions> {
-        let corrupt = |what: String| {
-            StoreError::Corrupt(format!(
-                "the object options of job {:?}: {what}",
-                self.upload_job_id
-            ))
-        };
-        let json = |text: &str| {
-            serde_json::from_str(text).map_err(|e: serde_json::Error| corrupt(e.to_string()))
-        };
-        ObjectOptions::parse(
-            &self.key_prefix,
-            self.storage_class.as_deref(),
-            self.sse.as_deref(),
-            self.kms_key_id.as_deref(),
-            &json(&self.metadata)?,
-            &json(&self.tags)?,
-        )
-        .map_err(|e| corrupt(e.message))
-    }
-}
-
 impl Store {
-    /// Takes the oldest PENDING file that is due (no retry pending) of a job that is not blocked,
-    /// and marks it IN_PROGRESS.
-    pub async fn claim_next_file(&self) -> Result<Option<ClaimedFile>> {
-        Ok(self.claim_files(1, &[]).await?.into_iter().next())
-    }
-
-    /// Takes up to `limit` of the oldest PENDING files that are due (no retry pending) of jobs
-    /// that are not blocked, and marks them IN_PROGRESS; oldest first. Files whose object
-    /// (`{bucket}/{key_prefix}{path}`) is in `busy` are left: an upload of an older version of them
-    /// is still running, and a second upload of the same key must not race it.
-    ///
-    /// One statement, so one round trip to the writer and atomic by itself.
-    ///
-    /// Its LIMIT (like every bound LIMIT here) is written `CAST(? AS INTEGER)`: SQLite plans a
-    /// bare `LIMIT ?` with the value bound, and so prepares the statement again at every run;
-    /// that was 7 % of ferry's CPU on many small files.
-    pub async fn claim_files(&self, limit: usize, busy: &[String]) -> Result<Vec<ClaimedFile>> {
-        let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".to_owned());
-        let mut rows = sqlx::query_as::<_, ClaimRow>(
-            "UPDATE files SET state = 'IN_PROGRESS', attempts = attempts + 1,
-                next_attempt_at = NULL, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id IN (
-                SELECT f.id FROM files f JOIN upload_jobs j ON j.id = f.upload_job_id
-                WHERE f.state = 'PENDING' AND j.error IS NULL
-                  AND (f.next_attempt_at IS NULL OR f.next_attempt_at <= ?)
-                  AND j.destination_bucket || '/' || j.key_prefix || f.path
-                    NOT IN (SELECT value FROM json_each(?))
-                ORDER BY f.id LIMIT CAST(? AS INTEGER))
-             RETURNING id, upload_job_id, path, size, mtime_ns, attempts,
-                multipart_upload_id, part_size, checksum, upload_settings, restyle, restyle_from,
-                removal, (SELECT source_folder FROM upload_jobs WHERE id = upload_job_id) AS source_folder,
-                (SELECT destination_bucket FROM upload_jobs WHERE id = upload_job_id) AS bucket,
-                (SELECT key_prefix FROM upload_jobs WHERE id = upload_job_id) AS key_prefix,
-                (SELECT storage_class FROM upload_jobs WHERE id = upload_job_id) AS storage_class,
-                (SELECT sse FROM upload_jobs WHERE id = upload_job_id) AS sse,
-                (SELECT kms_key_id FROM upload_jobs WHERE id = upload_job_id) AS kms_key_id,
-                (SELECT metadata FROM upload_jobs WHERE id = upload_job_id) AS metadata,
-                (SELECT tags FROM upload_jobs WHERE id = upload_job_id) AS tags",
-        )
-        .bind(now_ms())
-        .bind(busy)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.writer)
-        .await?;
-        rows.sort_by_key(|r| r.id);
-        let mut claimed = Vec::with_capacity(rows.len());
-        for r in rows {
-            let object = match r.object() {
-                Ok(object) => object,
-                Err(e) => {
-                    // Options every write validated, unreadable now (a hand-edited database):
-                    // the job is blocked with the reason and the file goes back, not stranded
-                    // IN_PROGRESS, nor does it stop the other files' claims.
-                    tracing::error!(upload_id = %r.upload_job_id, error = %e, "a job's object options cannot be read; the job is blocked");
-                    let message = e.to_string();
-                    self.set_job_error(
-                        &r.upload_job_id,
-                        Some((crate::core::model::Blocker::InvalidSpec, &message)),
-                    )
-                    .await?;
-                    let version = FileVersion {
-                        file_id: r.id,
-                        size: to_u64(r.size),
-                        mtime_ns: r.mtime_ns,
-                    };
-                    self.requeue_in_progress(&[version]).await?;
-                    continue;
-                }
-            };
-            let restyle = r.restyle();
-            claimed.push(ClaimedFile {
-                restyle,
-                removed_locally: Local::from_removal(r.removal.as_deref()) == Local::Removed,
-                file_id: r.id,
-                upload_id: r.upload_job_id,
-                path: r.path,
-                size: to_u64(r.size),
-                mtime_ns: r.mtime_ns,
-                source_folder: PathBuf::from(r.source_folder),
-                bucket: r.bucket,
-                object,
-                attempt: r.attempts,
-                resume: match (r.multipart_upload_id, r.part_size, r.checksum) {
-                    (Some(id), Some(part_size), Some(checksum)) => Some(OpenUpload {
-                        multipart_upload_id: id,
-                        part_size: to_u64(part_size),
-                        checksum,
-                        settings: r.upload_settings,
-                    }),
-                    _ => None,
-                },
-            });
-        }
-        Ok(claimed)
-    }
-
     /// When the next file waiting for a retry is due (ms since the epoch), if any.
     pub async fn next_retry_due(&self) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
