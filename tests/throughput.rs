@@ -1,7 +1,7 @@
 //! How many files upload at once, and how fast: the adaptive concurrency backs off when the
 //! store answers 503 SlowDown (seen at the wire, through the fault proxy), FERRY_CONCURRENCY pins
 //! it, and FERRY_MAX_BANDWIDTH paces bodies without changing a byte. No timing is asserted: the
-//! machines are noisy (the rates are in BENCHMARKS.md).
+//! machines are noisy (the rates are in BENCHMARKS.md). Jobs share the slots in turns.
 
 mod common;
 
@@ -176,4 +176,43 @@ async fn a_bandwidth_cap_paces_bodies_without_changing_them() {
             (big.len() + 20 * 40_000) as f64
         );
     }
+}
+
+/// Jobs take turns at the slots: a job of a few files created while one of many uploads is done
+/// long before it, not after its last file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_few_files_is_not_held_back_by_one_of_many() {
+    let s3 = S3::new_bucket().await;
+    // 30 ms a request and four at once: the large job takes seconds, whatever the machine.
+    let proxy = Proxy::with_faults(Faults {
+        delay: Some(Duration::from_millis(30)),
+        ..Faults::default()
+    })
+    .await;
+    let many = small_files(600);
+    let few = small_files(5);
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_CONCURRENCY", "4"),
+        ("FERRY_SETTLE_TIME", "0s"),
+    ])
+    .await;
+    let large = ferry.create_job(many.path(), &s3.bucket, None).await;
+    ferry
+        .wait_for(&large, Duration::from_secs(60), |job| {
+            job["completed_files"].as_u64() >= Some(10)
+        })
+        .await;
+    let small = ferry.create_job(few.path(), &s3.bucket, None).await;
+    let done = ferry.wait_settled(&small, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let (_, large_then) = ferry.get(&format!("/uploads/{large}")).await;
+    let uploaded = large_then["completed_files"].as_u64().unwrap();
+    assert!(
+        uploaded < 400,
+        "the job of 5 files ended only after {uploaded} of the other's 600"
+    );
+    let job = ferry.wait_settled(&large, Duration::from_secs(240)).await;
+    assert_eq!(job["state"], "COMPLETED", "{job}");
+    assert_eq!(s3.keys().await.len(), 605);
 }
