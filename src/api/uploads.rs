@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::read_body;
 use super::job_view::JobView;
-use super::reply::{Accepted, Created, NoContent};
+use super::reply::{Accepted, Created, NoContent, WholeJson};
 use super::{ApiError, app_state, existing_job};
 use crate::core::spec::{JobName, JobSpec, SpecFields, within_roots};
 use crate::store::{Applied, Origin};
@@ -363,7 +363,7 @@ pub(super) async fn get_upload(
 
 /// List every upload job
 #[endpoint(operation_id = "ferry.api.list_uploads", tags("uploads"))]
-pub(super) async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>, ApiError> {
+pub(super) async fn list_uploads(depot: &mut Depot) -> Result<WholeJson<Vec<JobView>>, ApiError> {
     let app = app_state(depot);
     let store = &app.ctx.store;
     let jobs = store.list_jobs().await?;
@@ -381,7 +381,7 @@ pub(super) async fn list_uploads(depot: &mut Depot) -> Result<Json<Vec<JobView>>
             Ok(JobView::new(job, fields, &files, last_scan, aborts, queued))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Json(views))
+    Ok(WholeJson(views))
 }
 
 /// Scan an upload job's folder now

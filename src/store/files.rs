@@ -1,14 +1,14 @@
 //! Files as scans record them: added, changed, forgotten; and the file list the API pages.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use sqlx::{FromRow, Sqlite};
 
 use super::aborts::release_multipart;
 use super::{Result, Store, now_ms, to_i64, to_u64};
-use crate::core::diff::{Local, RecordedFile, SeenFile};
+use crate::core::diff::{Local, Recorded, RecordedFile, SeenFile};
 use crate::core::model::FileState;
 use crate::core::plan::settle_due;
 
@@ -47,28 +47,39 @@ impl TryFrom<String> for StoredFileState {
 const INSERT_ROWS: usize = 500;
 
 impl Store {
-    /// What the store holds of a job's files, keyed by path, for the scan's diff.
-    pub async fn recorded_files(&self, job_id: &str) -> Result<HashMap<String, RecordedFile>> {
-        let rows = sqlx::query_as::<_, (i64, String, i64, i64, Option<String>)>(
-            "SELECT id, path, size, mtime_ns, removal FROM files WHERE upload_job_id = ?",
+    /// What the store holds of a job's files, for the scan's diff: read in path order as a
+    /// stream, each row copied into the compact [`Recorded`] as it comes, so that no list of
+    /// every row is held beside it.
+    pub async fn recorded_files(&self, job_id: &str) -> Result<Recorded> {
+        let (files, path_bytes) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT COUNT(*), COALESCE(SUM(length(CAST(path AS BLOB))), 0) FROM files
+             WHERE upload_job_id = ?",
         )
         .bind(job_id)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(file_id, path, size, mtime_ns, removal)| {
-                (
-                    path,
-                    RecordedFile {
-                        file_id,
-                        size: to_u64(size),
-                        mtime_ns,
-                        local: Local::from_removal(removal.as_deref()),
-                    },
-                )
-            })
-            .collect())
+        let mut recorded = Recorded::with_capacity(
+            usize::try_from(files).unwrap_or(0),
+            usize::try_from(path_bytes).unwrap_or(0),
+        );
+        let mut rows = sqlx::query_as::<_, (i64, String, i64, i64, Option<String>)>(
+            "SELECT id, path, size, mtime_ns, removal FROM files WHERE upload_job_id = ?
+             ORDER BY path",
+        )
+        .bind(job_id)
+        .fetch(&self.pool);
+        while let Some((file_id, path, size, mtime_ns, removal)) = rows.try_next().await? {
+            recorded.push(
+                &path,
+                RecordedFile {
+                    file_id,
+                    size: to_u64(size),
+                    mtime_ns,
+                    local: Local::from_removal(removal.as_deref()),
+                },
+            );
+        }
+        Ok(recorded)
     }
 
     /// Adds new files, puts changed ones back to PENDING (abandoning an upload of the old bytes),
