@@ -51,17 +51,11 @@ impl Store {
     /// stream, each row copied into the compact [`Recorded`] as it comes, so that no list of
     /// every row is held beside it.
     pub async fn recorded_files(&self, job_id: &str) -> Result<Recorded> {
-        let (files, path_bytes) = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT COUNT(*), COALESCE(SUM(length(CAST(path AS BLOB))), 0) FROM files
-             WHERE upload_job_id = ?",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut recorded = Recorded::with_capacity(
-            usize::try_from(files).unwrap_or(0),
-            usize::try_from(path_bytes).unwrap_or(0),
-        );
+        // The records' room from the job's tally (kept by triggers, a few rows), not from a
+        // count over its files: that read every path once more before the stream did. The
+        // paths' buffer grows as it fills.
+        let files = self.job_tally(job_id).await?.total_files();
+        let mut recorded = Recorded::with_capacity(usize::try_from(files).unwrap_or(0), 0);
         let mut rows = sqlx::query_as::<_, (i64, String, i64, i64, Option<String>)>(
             "SELECT id, path, size, mtime_ns, removal FROM files WHERE upload_job_id = ?
              ORDER BY path",
