@@ -216,3 +216,41 @@ async fn a_job_of_few_files_is_not_held_back_by_one_of_many() {
     assert_eq!(job["state"], "COMPLETED", "{job}");
     assert_eq!(s3.keys().await.len(), 605);
 }
+
+#[tokio::test]
+async fn a_job_whose_store_hangs_does_not_hold_back_the_scans_of_others() {
+    let hung = S3::new_bucket().await;
+    let fine = S3::new_bucket().await;
+    // Every request to the first job's bucket hangs: its scan waits on the bucket's check for
+    // the SDK's 60 s read timeout. Scans one at a time would keep the second job waiting as long.
+    let proxy = Proxy::with_faults(Faults {
+        hang_bucket: Some(hung.bucket.clone()),
+        ..Faults::default()
+    })
+    .await;
+    let src = small_files(3);
+    let ferry = Ferry::start(&[
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("FERRY_SETTLE_TIME", "0s"),
+    ])
+    .await;
+    let stuck = ferry.create_job(src.path(), &hung.bucket, None).await;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let seen = proxy.received("HeadBucket") > 0;
+            async move { seen }
+        })
+        .await,
+        "the hung bucket's check was never sent"
+    );
+    let other = ferry.create_job(src.path(), &fine.bucket, None).await;
+    let done = ferry.wait_settled(&other, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(fine.keys().await.len(), 3);
+    let (_, waiting) = ferry.get(&format!("/uploads/{stuck}")).await;
+    assert_eq!(
+        waiting["total_files"], 0,
+        "the hung job was never scanned: {waiting}"
+    );
+    assert!(hung.keys().await.is_empty());
+}

@@ -2,8 +2,9 @@
 //! aborts the multipart uploads the store lets go of.
 //!
 //! Three loops share one [`Context`], each in a module of its own:
-//! - `reconcile`: the scanner reconciles one job at a time: checks its folder and bucket, diffs
-//!   the disk against the store, and records new, changed and removed files;
+//! - `reconcile`: the scanner reconciles jobs (a few at once, a job by one worker at a time):
+//!   checks a job's folder and bucket, diffs the disk against the store, and records new,
+//!   changed and removed files;
 //! - `dispatch`: the dispatcher claims PENDING files from the store, one per free slot (`slots`),
 //!   uploads each one (`upload`), and records what each attempt led to;
 //! - `concurrency`: the controller moves the number of slots (FERRY_CONCURRENCY=auto) by the
@@ -225,7 +226,9 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             ctx.sweep_done.send_replace(true);
         });
     }
-    loops.spawn(reconcile::scan_loop(ctx.clone(), shutdown.clone()));
+    for _ in 0..reconcile::SCAN_WORKERS {
+        loops.spawn(reconcile::scan_loop(ctx.clone(), shutdown.clone()));
+    }
     loops.spawn(reconcile::periodic_rescan(ctx.clone(), shutdown.clone()));
     loops.spawn(dispatch::dispatch_loop(ctx.clone(), shutdown.clone()));
     loops.spawn(concurrency::controller_loop(ctx.clone(), shutdown.clone()));

@@ -1,5 +1,5 @@
-//! The scanner: reconciles one job at a time, compares its folder with the store and records what
-//! differs, with a backoff per job when that fails; the periodic rescan and the filesystem
+//! The scanner: reconciles jobs, a few at once and each by one worker at a time, compares a job's
+//! folder with the store and records what differs, with a backoff per job when that fails; the periodic rescan and the filesystem
 //! notifications ask for scans.
 
 use std::collections::{HashSet, VecDeque};
@@ -52,28 +52,69 @@ pub(super) struct Backoff {
     timer_set: bool,
 }
 
-/// Jobs waiting for a scan, each at most once.
+/// How many jobs are scanned at once. A scan waits mostly on its folder (a walk on a blocking
+/// thread), on S3 (the bucket's check, one round trip) and on SQLite; with ten thousand jobs one
+/// at a time, those round trips alone were the limit. Each scan holds its job's records (about
+/// 60 bytes a file), so four scans of a million files each would hold about 240 MB.
+pub(super) const SCAN_WORKERS: usize = 4;
+
+/// Jobs waiting for a scan, each at most once, and the jobs being scanned: a job is never scanned
+/// by two workers at once, and a request that comes while it is scanned waits for that scan to end
+/// (the scan may have walked past the change), then runs.
 #[derive(Default)]
 pub(super) struct ScanQueue {
-    queue: Mutex<(VecDeque<String>, HashSet<String>)>,
+    queue: Mutex<Waiting>,
     pub(super) ready: Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+    running: HashSet<String>,
+}
+
+/// A job taken from the queue; dropping it ends the job's turn, and wakes a worker if the job was
+/// asked for again meanwhile.
+pub(super) struct Taken<'q> {
+    queue: &'q ScanQueue,
+    pub(super) job_id: String,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let mut q = self.queue.queue.lock().expect("scan queue lock");
+        q.running.remove(&self.job_id);
+        let again = q.queued.contains(&self.job_id);
+        drop(q);
+        if again {
+            self.queue.ready.notify_one();
+        }
+    }
 }
 
 impl ScanQueue {
     pub(super) fn push(&self, job_id: &str) {
         let mut q = self.queue.lock().expect("scan queue lock");
-        if q.1.insert(job_id.to_owned()) {
-            q.0.push_back(job_id.to_owned());
+        if q.queued.insert(job_id.to_owned()) {
+            q.order.push_back(job_id.to_owned());
         }
         drop(q);
         self.ready.notify_one();
     }
 
-    pub(super) fn pop(&self) -> Option<String> {
+    /// The first waiting job that no worker is scanning, marked as being scanned until the
+    /// returned `Taken` is dropped.
+    pub(super) fn pop(&self) -> Option<Taken<'_>> {
         let mut q = self.queue.lock().expect("scan queue lock");
-        let id = q.0.pop_front()?;
-        q.1.remove(&id);
-        Some(id)
+        let at = q.order.iter().position(|id| !q.running.contains(id))?;
+        let id = q.order.remove(at)?;
+        q.queued.remove(&id);
+        q.running.insert(id.clone());
+        Some(Taken {
+            queue: self,
+            job_id: id,
+        })
     }
 }
 
@@ -164,25 +205,26 @@ fn requeue_with_backoff(ctx: &Arc<Context>, job_id: &str, done: bool) {
 
 pub(super) async fn scan_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        while let Some(job_id) = ctx.scans.pop() {
+        while let Some(taken) = ctx.scans.pop() {
+            let job_id = taken.job_id.as_str();
             if *shutdown.borrow() {
                 return;
             }
-            if ctx.backing_off(&job_id) {
+            if ctx.backing_off(job_id) {
                 continue; // its backoff's timer asks again
             }
             let span = tracing::info_span!("scan", upload_id = %job_id);
-            let outcome = check_upload_job(&ctx, &job_id).instrument(span).await;
+            let outcome = check_upload_job(&ctx, job_id).instrument(span).await;
             if let Err(e) = &outcome {
-                if matches!(ctx.store.get_job(&job_id).await, Ok(None)) {
+                if matches!(ctx.store.get_job(job_id).await, Ok(None)) {
                     // Deleted while it was scanned: its new rows had no job to belong to.
                     tracing::debug!(upload_id = %job_id, error = %e, "the job was deleted during its scan");
-                    ctx.forget_job(&job_id); // the scan may have set a watch after the delete
+                    ctx.forget_job(job_id); // the scan may have set a watch after the delete
                     continue;
                 }
                 tracing::error!(upload_id = %job_id, error = %e, "scan failed");
             }
-            requeue_with_backoff(&ctx, &job_id, matches!(outcome, Ok(Reconciled::Done)));
+            requeue_with_backoff(&ctx, job_id, matches!(outcome, Ok(Reconciled::Done)));
         }
         tokio::select! {
             _ = ctx.scans.ready.notified() => {}
@@ -367,4 +409,40 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         "scan done"
     );
     Ok(Reconciled::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScanQueue;
+
+    #[test]
+    fn a_job_asked_for_twice_waits_once() {
+        let q = ScanQueue::default();
+        q.push("a");
+        q.push("b");
+        q.push("a");
+        let first = q.pop().expect("a waits");
+        assert_eq!(first.job_id, "a");
+        drop(first);
+        assert_eq!(q.pop().expect("b waits").job_id, "b");
+        assert!(q.pop().is_none(), "a was asked for twice but waited once");
+    }
+
+    #[test]
+    fn a_job_is_never_taken_by_two_workers_and_a_request_during_its_scan_runs_after() {
+        let q = ScanQueue::default();
+        q.push("a");
+        let scanning = q.pop().expect("a waits");
+        q.push("a"); // a change while a is scanned
+        q.push("b");
+        let other = q.pop().expect("another worker takes b, not a");
+        assert_eq!(other.job_id, "b");
+        assert!(q.pop().is_none(), "a is still being scanned");
+        drop(scanning);
+        let again = q.pop().expect("the request during the scan runs after it");
+        assert_eq!(again.job_id, "a");
+        drop(other);
+        drop(again);
+        assert!(q.pop().is_none());
+    }
 }

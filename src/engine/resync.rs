@@ -33,12 +33,13 @@ pub(super) async fn resync_loop(ctx: Arc<Context>, mut shutdown: watch::Receiver
                 Err(e) => tracing::warn!(error = %e, "cannot list the jobs due a resync"),
             }
         }
-        while let Some(job_id) = ctx.resyncs.pop() {
+        while let Some(taken) = ctx.resyncs.pop() {
             if *shutdown.borrow() {
                 return;
             }
+            let job_id = taken.job_id.as_str();
             let span = tracing::info_span!("resync", upload_id = %job_id);
-            let _ = tracing::Instrument::instrument(resync_job(&ctx, &job_id), span).await;
+            let _ = tracing::Instrument::instrument(resync_job(&ctx, job_id), span).await;
         }
         tokio::select! {
             _ = ctx.resyncs.ready.notified() => {}

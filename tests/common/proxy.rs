@@ -58,6 +58,9 @@ pub struct Faults {
     pub refuse: Vec<(&'static str, u16, &'static str)>,
     /// Requests of these operations hang until the test ends: a store that never answers them.
     pub hang: Vec<&'static str>,
+    /// Every request to this bucket (path-style) hangs until the test ends: one job's store
+    /// that never answers, beside others that do.
+    pub hang_bucket: Option<String>,
     /// Every request that carries a checksum header (`x-amz-checksum-*`,
     /// `x-amz-sdk-checksum-algorithm`) is refused with 400 InvalidArgument, as Backblaze B2
     /// refuses them (no body for a HEAD).
@@ -413,7 +416,12 @@ impl Handler for Forward {
             ));
             return;
         }
-        if faults.hang.contains(&op) {
+        if faults.hang.contains(&op)
+            || faults
+                .hang_bucket
+                .as_deref()
+                .is_some_and(|b| path.trim_start_matches('/').split('/').next() == Some(b))
+        {
             state.injected.fetch_add(1, Ordering::Relaxed);
             std::future::pending::<()>().await;
         }
