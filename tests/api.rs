@@ -380,3 +380,90 @@ async fn logs_are_json_lines_by_default() {
     }
     assert!(lines >= 2, "{log}");
 }
+
+#[tokio::test]
+async fn jobs_are_listed_in_pages_that_a_deleted_cursor_does_not_break() {
+    let s3 = S3::new_bucket().await;
+    let src = tempfile::tempdir().unwrap();
+    common::write_file(src.path(), "a.txt", b"a");
+    let ferry = Ferry::start(&[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(ferry.create_job(src.path(), &s3.bucket, None).await);
+    }
+    for id in &ids {
+        ferry.wait_settled(id, Duration::from_secs(60)).await;
+    }
+    let ids_of = |page: &Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["upload_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Without limit or after: every job, oldest first, as before.
+    let (status, all) = ferry.get("/uploads").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids_of(&all), ids);
+    ids.sort();
+
+    let r = ferry
+        .http
+        .get(ferry.url("/uploads?limit=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(ids_of(&first), ids[..2]);
+    assert_eq!(
+        link,
+        format!("</uploads?limit=2&after={}>; rel=\"next\"", ids[1])
+    );
+    // A page carries the same counts as the whole list and the job's own status.
+    for job in first.as_array().unwrap() {
+        assert_eq!(job["state"], "COMPLETED", "{job}");
+        assert_eq!(job["total_files"], 1, "{job}");
+        assert_eq!(job["completed_files"], 1, "{job}");
+        assert_eq!(job["progress"], 1.0, "{job}");
+    }
+
+    // The job the cursor names is deleted: the next page still starts after it.
+    assert_eq!(ferry.delete(&format!("/uploads/{}", ids[1])).await, 204);
+    let (status, second) = ferry
+        .get(&format!("/uploads?limit=2&after={}", ids[1]))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(ids_of(&second), ids[2..4]);
+
+    let r = ferry
+        .http
+        .get(ferry.url(&format!("/uploads?limit=2&after={}", ids[3])))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("link").is_none(),
+        "the last page has no next"
+    );
+    let last: Value = r.json().await.unwrap();
+    assert_eq!(ids_of(&last), ids[4..]);
+
+    // after alone pages at the default size.
+    let (status, rest) = ferry.get(&format!("/uploads?after={}", ids[0])).await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(ids_of(&rest), [&ids[2..]].concat());
+
+    for bad in ["0", "10001", "-3", "many"] {
+        let (status, body) = ferry.get(&format!("/uploads?limit={bad}")).await;
+        assert_error(
+            status,
+            &body,
+            400,
+            "invalid_limit",
+            "limit must be from 1 to 10000",
+        );
+    }
+}

@@ -4,7 +4,7 @@ use salvo::oapi::extract::{PathParam, QueryParam};
 use salvo::prelude::*;
 use serde::Serialize;
 
-use super::{ApiError, app_state, existing_job};
+use super::{ApiError, app_state, existing_job, page};
 use crate::core::diff::Local;
 use crate::core::model::FileState;
 use crate::core::time::rfc3339_from_unix_nanos;
@@ -91,16 +91,7 @@ pub(super) async fn list_files(
             )
         })?),
     };
-    let limit = match limit.into_inner() {
-        None => DEFAULT_FILES_PAGE,
-        Some(raw) => raw.trim().parse::<u32>().unwrap_or(0),
-    };
-    if !(1..=MAX_FILES_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be from 1 to {MAX_FILES_PAGE}"),
-        ));
-    }
+    let limit = page::limit(limit.as_deref(), DEFAULT_FILES_PAGE, MAX_FILES_PAGE)?;
     let app = app_state(depot);
     let store = &app.ctx.store;
     let job = existing_job(&app, &upload_id).await?;
@@ -118,9 +109,7 @@ pub(super) async fn list_files(
         if let Some(s) = file_state {
             next.push_str(&format!("&state={s}"));
         }
-        if let Ok(value) = format!("<{next}>; rel=\"next\"").parse() {
-            res.headers_mut().insert("link", value);
-        }
+        page::link_next(res, &next);
     }
     Ok(Json(
         rows.into_iter()

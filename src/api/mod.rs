@@ -20,6 +20,7 @@ mod health;
 mod job_view;
 mod lifecycle;
 mod manifests;
+mod page;
 mod reply;
 mod uploads;
 

@@ -1,16 +1,21 @@
 //! /uploads and /uploads/{id}: creating, applying, reading, rescanning, retrying and deleting jobs.
 
 use salvo::http::StatusCode;
-use salvo::oapi::extract::PathParam;
+use salvo::oapi::extract::{PathParam, QueryParam};
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::body::read_body;
 use super::job_view::JobView;
 use super::reply::{Accepted, Created, NoContent, WholeJson};
-use super::{ApiError, app_state, existing_job};
+use super::{ApiError, app_state, existing_job, page};
 use crate::core::spec::{JobName, JobSpec, SpecFields, within_roots};
+use crate::core::url::percent_encode;
 use crate::store::{Applied, Origin};
+
+/// A page of GET /uploads when one is asked for (`limit` or `after`), and the largest.
+const DEFAULT_JOBS_PAGE: u32 = 1000;
+const MAX_JOBS_PAGE: u32 = 10_000;
 
 /// A new upload job.
 ///
@@ -361,13 +366,48 @@ pub(super) async fn get_upload(
     )))
 }
 
-/// List every upload job
-#[endpoint(operation_id = "ferry.api.list_uploads", tags("uploads"))]
-pub(super) async fn list_uploads(depot: &mut Depot) -> Result<WholeJson<Vec<JobView>>, ApiError> {
+/// List upload jobs
+///
+/// Without `limit` or `after`: every job, oldest first. With either: a page of at most `limit`
+/// jobs (default 1000, at most 10000) in `upload_id` order; when more may remain, a
+/// `Link: <...>; rel="next"` header gives the next page (`after` = the last id). A page is one
+/// index seek however many jobs there are, and a job deleted between pages moves nothing.
+#[endpoint(operation_id = "ferry.api.list_uploads",
+    tags("uploads"),
+    parameters(
+        ("after" = Option<String>, Query, description = "Only jobs whose upload_id sorts after this one (the last of the previous page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "At most this many jobs (default 1000 once paged)")
+    )
+)]
+pub(super) async fn list_uploads(
+    after: QueryParam<String, false>,
+    // Read as text: a limit that is not a whole number must be refused, not defaulted.
+    limit: QueryParam<String, false>,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> Result<WholeJson<Vec<JobView>>, ApiError> {
     let app = app_state(depot);
     let store = &app.ctx.store;
-    let jobs = store.list_jobs().await?;
-    let mut tallies = store.all_tallies().await?;
+    let paged = match (after.as_deref(), limit.as_deref()) {
+        (None, None) => None,
+        (_, raw) => Some(page::limit(raw, DEFAULT_JOBS_PAGE, MAX_JOBS_PAGE)?),
+    };
+    let (jobs, mut tallies) = match paged {
+        None => (store.list_jobs().await?, store.all_tallies().await?),
+        Some(limit) => {
+            let jobs = store.list_jobs_page(after.as_deref(), limit).await?;
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            let tallies = store.tallies_of(&ids).await?;
+            (jobs, tallies)
+        }
+    };
+    if let Some(limit) = paged
+        && jobs.len() == limit as usize
+        && let Some(last) = jobs.last()
+    {
+        let next = format!("/uploads?limit={limit}&after={}", percent_encode(&last.id));
+        page::link_next(res, &next);
+    }
     let mut given_up = store.aborts_given_up(None).await?;
     let mut prunes = store.prune_counts(None).await?;
     let views = jobs

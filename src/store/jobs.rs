@@ -354,6 +354,29 @@ impl Store {
         )
     }
 
+    /// A page of jobs in id order: at most `limit` of them, with ids after `after`. A cursor that
+    /// names a job deleted since still finds the jobs after it.
+    pub async fn list_jobs_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<JobRow>> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query_as::<_, JobRow>(
+                    "SELECT * FROM upload_jobs WHERE id > ? ORDER BY id LIMIT ?",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as::<_, JobRow>("SELECT * FROM upload_jobs ORDER BY id LIMIT ?")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+
     /// The jobs declared by manifests, with the document that declares each.
     pub async fn manifest_jobs(&self) -> Result<Vec<(String, String)>> {
         Ok(sqlx::query_as::<_, (String, String)>(
@@ -402,6 +425,21 @@ impl Store {
             "SELECT upload_job_id, state, files, bytes, bytes_sent
              FROM file_tallies WHERE files > 0",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        Self::tallies(rows)
+    }
+
+    /// Files of the given jobs by state (from `file_tallies`, as `job_tally`): one statement,
+    /// the ids bound as one JSON array.
+    pub async fn tallies_of(&self, ids: &[&str]) -> Result<HashMap<String, FileTally>> {
+        let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+            "SELECT upload_job_id, state, files, bytes, bytes_sent
+             FROM file_tallies
+             WHERE upload_job_id IN (SELECT value FROM json_each(?)) AND files > 0",
+        )
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
         Self::tallies(rows)
