@@ -1,6 +1,6 @@
 //! The scanner: reconciles jobs, a few at once and each by one worker at a time, compares a job's
-//! folder with the store and records what differs, with a backoff per job when that fails; the periodic rescan and the filesystem
-//! notifications ask for scans.
+//! folder with the store and records what differs, with a backoff per job when that fails; the
+//! periodic rescan and the filesystem notifications ask for scans.
 
 use std::collections::{HashSet, VecDeque};
 use std::ops::ControlFlow;
