@@ -351,12 +351,12 @@ pub(super) async fn get_upload(
     let files = store.job_tally(&upload_id).await?;
     let last_scan = app.ctx.last_scan(&upload_id);
     let given_up = store
-        .aborts_given_up(Some(&upload_id))
+        .aborts_given_up(Some(&[upload_id.as_str()]))
         .await?
         .remove(upload_id.as_str())
         .unwrap_or_default();
     let prunes = store
-        .prune_counts(Some(&upload_id))
+        .prune_counts(Some(&[upload_id.as_str()]))
         .await?
         .remove(upload_id.as_str())
         .unwrap_or_default();
@@ -392,14 +392,9 @@ pub(super) async fn list_uploads(
         (None, None) => None,
         (_, raw) => Some(page::limit(raw, DEFAULT_JOBS_PAGE, MAX_JOBS_PAGE)?),
     };
-    let (jobs, mut tallies) = match paged {
-        None => (store.list_jobs().await?, store.all_tallies().await?),
-        Some(limit) => {
-            let jobs = store.list_jobs_page(after.as_deref(), limit).await?;
-            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-            let tallies = store.tallies_of(&ids).await?;
-            (jobs, tallies)
-        }
+    let jobs = match paged {
+        None => store.list_jobs().await?,
+        Some(limit) => store.list_jobs_page(after.as_deref(), limit).await?,
     };
     if let Some(limit) = paged
         && jobs.len() == limit as usize
@@ -408,8 +403,15 @@ pub(super) async fn list_uploads(
         let next = format!("/uploads?limit={limit}&after={}", percent_encode(&last.id));
         page::link_next(res, &next);
     }
-    let mut given_up = store.aborts_given_up(None).await?;
-    let mut prunes = store.prune_counts(None).await?;
+    // A page reads its own jobs' counts; the whole list reads every job's, each in one statement.
+    let page_ids: Option<Vec<&str>> = paged.map(|_| jobs.iter().map(|j| j.id.as_str()).collect());
+    let page_ids = page_ids.as_deref();
+    let mut tallies = match page_ids {
+        None => store.all_tallies().await?,
+        Some(ids) => store.tallies_of(ids).await?,
+    };
+    let mut given_up = store.aborts_given_up(page_ids).await?;
+    let mut prunes = store.prune_counts(page_ids).await?;
     let views = jobs
         .into_iter()
         .map(|job| {

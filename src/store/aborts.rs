@@ -87,20 +87,22 @@ impl Store {
 
     /// The multipart uploads that could not be aborted, by the job they were queued for (rows
     /// queued before migration 0007 have no job: their key's first segment is its id), with the
-    /// store's last answer: of one job, or of every job in one statement (a list of jobs must
-    /// not cost a query per job).
+    /// store's last answer: of the given jobs, or of every job, in one statement (a list of
+    /// jobs must not cost a query per job, nor a page of them a read of every job's).
     pub async fn aborts_given_up(
         &self,
-        job_id: Option<&str>,
+        jobs: Option<&[&str]>,
     ) -> Result<HashMap<String, AbortsGivenUp>> {
         let rows = sqlx::query_as::<_, (String, i64, Option<String>)>(
             "SELECT COALESCE(upload_job_id, substr(key, 1, instr(key, '/') - 1)) AS job,
                 COUNT(*), MAX(last_error)
              FROM pending_aborts
              WHERE given_up_at IS NOT NULL
-             GROUP BY job HAVING ?1 IS NULL OR job = ?1",
+                AND (?1 IS NULL OR COALESCE(upload_job_id, substr(key, 1, instr(key, '/') - 1))
+                    IN (SELECT value FROM json_each(?1)))
+             GROUP BY job",
         )
-        .bind(job_id)
+        .bind(super::ids_json(jobs)?)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -219,4 +221,47 @@ async fn queue_abort(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseLocation;
+
+    #[tokio::test]
+    async fn aborts_given_up_are_read_for_the_jobs_asked() {
+        let store = Store::open(&DatabaseLocation::Memory).await.unwrap();
+        store
+            .queue_abort("a", "mpu-a", "bucket", "a/x")
+            .await
+            .unwrap();
+        store
+            .queue_abort("b", "mpu-b", "bucket", "b/y")
+            .await
+            .unwrap();
+        // A row queued before migration 0007: its job is its key's first segment.
+        sqlx::query(
+            "INSERT INTO pending_aborts (multipart_upload_id, bucket, key) VALUES ('mpu-c', 'bucket', 'c/z')",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        for upload in ["mpu-a", "mpu-b", "mpu-c"] {
+            store.abort_failed(upload, "501", true).await.unwrap();
+        }
+        let all = store.aborts_given_up(None).await.unwrap();
+        let mut jobs: Vec<_> = all.keys().map(String::as_str).collect();
+        jobs.sort();
+        assert_eq!(jobs, ["a", "b", "c"]);
+        let some = store
+            .aborts_given_up(Some(&["a", "c", "gone"]))
+            .await
+            .unwrap();
+        let mut jobs: Vec<_> = some.keys().map(String::as_str).collect();
+        jobs.sort();
+        assert_eq!(jobs, ["a", "c"]);
+        assert_eq!(some["c"].count, 1);
+        assert_eq!(some["c"].last_error.as_deref(), Some("501"));
+        assert!(store.aborts_given_up(Some(&[])).await.unwrap().is_empty());
+    }
 }

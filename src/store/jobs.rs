@@ -433,7 +433,7 @@ impl Store {
     /// Files of the given jobs by state (from `file_tallies`, as `job_tally`): one statement,
     /// the ids bound as one JSON array.
     pub async fn tallies_of(&self, ids: &[&str]) -> Result<HashMap<String, FileTally>> {
-        let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let ids = super::ids_json(Some(ids))?;
         let rows = sqlx::query_as::<_, (String, String, i64, i64, i64)>(
             "SELECT upload_job_id, state, files, bytes, bytes_sent
              FROM file_tallies

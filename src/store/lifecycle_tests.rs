@@ -75,8 +75,16 @@ async fn a_gone_file_is_pruned_a_few_at_once_and_many_only_once_confirmed() {
     assert_eq!(rows[0].state.0, crate::core::model::FileState::Uploaded);
     assert_eq!(rows[0].etag.as_deref(), Some("\"etag\""));
     assert_eq!(
-        store.prune_counts(Some("job")).await.unwrap()["job"].held,
+        store.prune_counts(Some(&["job"])).await.unwrap()["job"].held,
         2
+    );
+    assert_eq!(store.prune_counts(None).await.unwrap()["job"].held, 2);
+    assert!(
+        store
+            .prune_counts(Some(&["other"]))
+            .await
+            .unwrap()
+            .is_empty()
     );
 
     // The confirm releases that batch.
@@ -220,7 +228,7 @@ async fn untracked_objects_are_queued_only_for_a_pruning_job_under_its_prefix() 
         1
     );
     assert_eq!(
-        store.prune_counts(Some("job")).await.unwrap()["job"].held,
+        store.prune_counts(Some(&["job"])).await.unwrap()["job"].held,
         1
     );
     let store = uploaded_job(&["a"], |_| {}).await;

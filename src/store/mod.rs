@@ -136,6 +136,13 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Job ids bound as one JSON array (read back with `json_each`), so that a statement about a
+/// page of jobs is one statement whatever the page's length; `None` stays NULL: every job.
+fn ids_json(ids: Option<&[&str]>) -> Result<Option<String>> {
+    ids.map(|ids| serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)).into()))
+        .transpose()
+}
+
 impl Store {
     /// Opens (creating if missing) and migrates the database.
     pub async fn open(location: &DatabaseLocation) -> Result<Self> {

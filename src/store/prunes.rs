@@ -292,17 +292,21 @@ impl Store {
         Ok(queued)
     }
 
-    /// Every job's queued prunes (or one job's), for its status.
-    pub async fn prune_counts(&self, job_id: Option<&str>) -> Result<HashMap<String, PruneCounts>> {
+    /// The given jobs' queued prunes (or every job's), for their status: one statement.
+    pub async fn prune_counts(
+        &self,
+        jobs: Option<&[&str]>,
+    ) -> Result<HashMap<String, PruneCounts>> {
         let rows = sqlx::query_as::<_, (String, i64, i64, i64, Option<String>)>(
             "SELECT upload_job_id,
                 SUM(state = 'held'), SUM(state = 'due'), SUM(state = 'due' AND attempts > 0),
                 (SELECT last_error FROM prunes q WHERE q.upload_job_id = p.upload_job_id
                     AND q.last_error IS NOT NULL ORDER BY q.id DESC LIMIT 1)
-             FROM prunes p WHERE ?1 IS NULL OR upload_job_id = ?1
+             FROM prunes p
+             WHERE ?1 IS NULL OR upload_job_id IN (SELECT value FROM json_each(?1))
              GROUP BY upload_job_id",
         )
-        .bind(job_id)
+        .bind(super::ids_json(jobs)?)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
