@@ -78,6 +78,55 @@ async fn with_a_token_every_uploads_call_needs_it_and_probes_stay_open() {
 }
 
 #[tokio::test]
+async fn the_dashboard_is_served_without_the_token_and_carries_no_data() {
+    let ferry = Ferry::start(&[("FERRY_API_TOKEN", TOKEN)]).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for from in ["/", "/ui"] {
+        let r = plain.get(ferry.url(from)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 302, "{from}");
+        assert_eq!(r.headers()["location"], "/ui/", "{from}");
+    }
+    let page = plain.get(ferry.url("/ui/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Upload jobs") && !html.contains(TOKEN));
+    for asset in ["/ui/app.js", "/ui/app.css", "/ui/favicon.svg"] {
+        let r = plain.get(ferry.url(asset)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{asset}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    let (status, body, _) = call(&ferry, "/ui/../uploads", None).await;
+    assert_eq!(
+        status, 401,
+        "a path out of /ui/ is the API, behind the token: {body}"
+    );
+    let (status, body, _) = call(&ferry, "/ui/secrets.txt", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    // The page's data still needs the token.
+    assert_eq!(call(&ferry, "/uploads?limit=50", None).await.0, 401);
+}
+
+#[tokio::test]
 async fn the_openapi_document_says_when_a_token_is_needed_and_never_shows_it() {
     let ferry = Ferry::start(&[("FERRY_API_TOKEN", TOKEN)]).await;
     let (status, doc, _) = call(&ferry, "/openapi.json", None).await;

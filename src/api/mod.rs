@@ -10,6 +10,7 @@
 //! - [`lifecycle`]: /uploads/{id}/prune (confirm held prunes) and /uploads/{id}/resync;
 //! - [`manifests`]: the manifests folder, /manifests;
 //! - [`health`]: /healthz, /readyz and /metrics;
+//! - [`ui`]: the dashboard at /ui/, embedded, and the redirect of / to it;
 //! - [`error`], [`reply`], [`body`] and [`auth`]: what every handler shares.
 
 mod auth;
@@ -22,6 +23,7 @@ mod lifecycle;
 mod manifests;
 mod page;
 mod reply;
+mod ui;
 mod uploads;
 
 use std::sync::Arc;
@@ -116,6 +118,18 @@ fn probe_routes() -> Router {
         .push(Router::with_path("metrics").get(metrics))
 }
 
+/// The dashboard's page and assets carry no data, so they are served without the token; the API
+/// calls the page makes need it. Not in the OpenAPI document: they are not the API.
+fn dashboard_routes() -> Router {
+    Router::new()
+        .push(
+            Router::with_path("ui")
+                .get(ui::dashboard)
+                .push(Router::with_path("{file}").get(ui::dashboard)),
+        )
+        .push(Router::new().get(ui::to_dashboard))
+}
+
 fn routes() -> Router {
     Router::new().push(guarded_routes()).push(probe_routes())
 }
@@ -171,6 +185,7 @@ pub fn service(app: Arc<AppState>, token: Option<ApiToken>) -> Service {
         .hoop(Inject(app))
         .push(guarded)
         .push(probe_routes())
-        .push(doc.into_router("/openapi.json"));
+        .push(doc.into_router("/openapi.json"))
+        .push(dashboard_routes());
     Service::new(router).catcher(Catcher::default().hoop(JsonErrors))
 }
