@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks what ships besides the binary, without a cluster or a Docker engine: the Helm chart
 # (helm lint through helm-sdkpy and the helm binary, every rendering validated against the
-# Kubernetes schemas and held to the README, see tests/deploy/check_chart.py), the Dockerfile
+# Kubernetes schemas and held to docs/deploy.md, see tests/deploy/check_chart.py), the Dockerfile
 # (hadolint) and the Compose file (scripts/check-deploy.py). Tools come from PyPI into a cached
 # venv (Python 3.12+; helm-sdkpy needs it).
 set -euo pipefail

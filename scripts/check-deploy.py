@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the Dockerfile and docker-compose.yml without a Docker engine.
 
-No engine runs on the CI machine, so the files are parsed and held to what the README promises:
+No engine runs on the CI machine, so the files are parsed and held to what docs/deploy.md promises:
 a multi-stage build, a non-root runtime with a health check, and a Compose file where ferry waits
 for a healthy LocalStack 4.14 and reaches it through AWS_ENDPOINT_URL with path-style addressing.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rough figures behind the README's decisions on part size and concurrency: the time from
+# Rough figures behind the decisions (docs/decisions.md) on part size and concurrency: the time from
 # POST /uploads to COMPLETED on a running ferry (release build) against LocalStack, and ferry's
 # peak RSS. Not a benchmark against other tools; one run per setting, so read them as a shape.
 #

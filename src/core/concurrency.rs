@@ -9,8 +9,8 @@
 /// the part-buffer budget, whatever this is).
 pub const MAX_CONCURRENCY: usize = 256;
 
-/// The adaptive controller's first limit: measured fast at RTT 0, 20 and 60 ms (README,
-/// Decisions), and a fair start on a slow link, which backs it off.
+/// The adaptive controller's first limit: measured fast at RTT 0, 20 and 60 ms (docs/decisions.md,
+/// Decision 2), and a fair start on a slow link, which backs it off.
 pub const AUTO_START: usize = 64;
 
 /// The controller never goes below this: a store that pushes back still gets a few requests.

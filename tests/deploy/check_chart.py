@@ -5,7 +5,7 @@
    3.17 binary (`helm lint --strict`) for every example values file. Both render every template
    and check the values against values.schema.json.
 2. `helm template` in each mode: every object is validated against the Kubernetes 1.33 schemas
-   (kubernetes-validate, strict: unknown fields fail), and held to what the README promises
+   (kubernetes-validate, strict: unknown fields fail), and held to what docs/deploy.md promises
    (probes, non-root, read-only root filesystem, a shared volume, SQLite on a volume, the token
    from a Secret, IRSA, hostPaths in DaemonSet mode).
 3. The UploadJob manifests the chart renders into its ConfigMap are validated by ferry itself
