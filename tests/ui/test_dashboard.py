@@ -185,15 +185,17 @@ class Dashboard(unittest.TestCase):
         self.login()
         self.wait("the list", lambda d: d.find_element(By.ID, "list-view").is_displayed())
 
-        # A running job, then its COMPLETED state (4 MiB under a 1 MiB/s cap: about 4 s).
-        big = self.folder("big", {"big.bin": os.urandom(4 * 1024 * 1024), "small.txt": b"small"})
+        # A running job, then its COMPLETED state (6 MiB under a 1 MiB/s cap: about 6 s).
+        big = self.folder("big", {"big.bin": os.urandom(6 * 1024 * 1024), "small.txt": b"small"})
         running = self.ferry.job(big, "running-job")
         self.wait("the running job in the list",
                   lambda d: any(s in self.row_text(running) for s in ("IN_PROGRESS", "PENDING")))
-        self.wait("a rate while it runs", lambda d: "/s" in self.row_text(running))
+        # A rate above nothing while it uploads, read off the same row as its state.
+        self.wait("a rate while it runs", lambda d: "IN_PROGRESS" in self.row_text(running) and
+                  any(u + "/s" in self.row_text(running) for u in ("KiB", "MiB")))
         self.wait("the job COMPLETED in the list", lambda d: "COMPLETED" in self.row_text(running))
         self.assertIn("100.0 %", self.row_text(running))
-        self.assertIn("4.00 MiB of 4.00 MiB", self.row_text(running))
+        self.assertIn("6.00 MiB of 6.00 MiB", self.row_text(running))
 
         # A file ferry may not read: FAILED with its error; readable again, retry brings it back.
         broken = self.folder("broken", {"ok.txt": b"fine", "secret.txt": b"hidden"})
