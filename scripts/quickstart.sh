@@ -62,5 +62,5 @@ curl -fsS "http://127.0.0.1:$S3_PORT/$BUCKET?list-type=2&prefix=$id/" | grep -Eo
 
 echo "$job" | grep -q '"state":"COMPLETED"' || { echo "the job did not complete; see $WORK/ferry.log"; exit 1; }
 if $once; then exit 0; fi
-say "ferry keeps running on http://127.0.0.1:$PORT (API: /openapi.json); Ctrl-C stops it"
+say "ferry keeps running on http://127.0.0.1:$PORT (the dashboard: /ui/, the API: /openapi.json); Ctrl-C stops it"
 wait $FERRY_PID
