@@ -149,6 +149,14 @@ function say(message, isError) {
 // Per job: samples of [time ms, uploaded_bytes], the last GRAPH_WINDOW_MS of them.
 const samples = new Map();
 
+// Jobs not seen for a whole window (deleted, or on another page) keep nothing.
+function forgetStale() {
+  const now = Date.now();
+  for (const [id, list] of samples) {
+    if (now - list[list.length - 1][0] > GRAPH_WINDOW_MS) samples.delete(id);
+  }
+}
+
 function sample(job) {
   const now = Date.now();
   let list = samples.get(job.upload_id);
@@ -365,6 +373,7 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
+    forgetStale();
     if (jobState.id === null) await renderList(); else await renderJob();
     if ($("status").classList.contains("error")) say("");
   } catch (e) {
