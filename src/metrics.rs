@@ -1,17 +1,27 @@
-//! Prometheus metrics: what ferry counts while it works, and their text exposition (format
-//! 0.0.4) for GET /metrics.
+//! Prometheus metrics: what ferry counts while it works, kept in `prometheus-client` types and
+//! encoded by it for GET /metrics (Prometheus text format 0.0.4).
 //!
 //! Counters and histograms live in one process-wide registry, updated with relaxed atomics on
 //! the hot paths (a part sent, a request retried); gauges that describe the database (jobs by
 //! state, files waiting) are computed when /metrics is read, so they are never stale. Labels are
 //! closed sets of static strings (S3 operations, failure reasons): no job ids or paths, so the
 //! series stay few and /metrics shows nothing a probe should not.
+//!
+//! Counters are registered without their `_total`: the encoder adds it, so the series are
+//! `ferry_uploaded_bytes_total` and so on, the names users' dashboards know.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge as PromGauge;
+use prometheus_client::metrics::histogram::Histogram as PromHistogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of what [`render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Every metric ferry keeps.
 pub struct Metrics {
@@ -20,21 +30,21 @@ pub struct Metrics {
     pub parts_uploaded: Counter,
     /// Objects brought to a job's new look without their bytes sent again, by how (`copy`:
     /// CopyObject, `tags`: PutObjectTagging).
-    pub objects_restyled: LabeledCounter,
+    pub objects_restyled: LabeledCounter<1>,
     /// Objects deleted from S3 by prune, by what found them (`scan`: the file is gone,
     /// `resync`: untracked under the prefix).
-    pub objects_pruned: LabeledCounter,
+    pub objects_pruned: LabeledCounter<1>,
     /// Local files removed after their objects were verified (`after_upload: delete`).
     pub local_files_removed: Counter,
     /// Objects found drifted in S3 by a resync and queued to upload again, by kind (`missing`,
     /// `changed`).
-    pub drift_repaired: LabeledCounter,
+    pub drift_repaired: LabeledCounter<1>,
     /// Resyncs done (prefix listings compared with the records).
     pub resyncs: Counter,
     /// S3 requests tried again after a passing fault, by operation (`UploadPart`: parts retried).
-    pub s3_retries: LabeledCounter,
+    pub s3_retries: LabeledCounter<1>,
     /// Failed upload attempts, by reason and by what happened next.
-    pub upload_failures: LabeledCounter,
+    pub upload_failures: LabeledCounter<2>,
     pub scans: Counter,
     /// Times the circuit breaker opened: S3 could not be reached at all.
     pub s3_outages: Counter,
@@ -50,68 +60,177 @@ pub struct Metrics {
     /// One part (or one single PutObject), retries included.
     pub part_upload_seconds: Histogram,
     pub scan_seconds: Histogram,
+    /// All of the above, by their exposed names.
+    registry: Registry,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    uploaded_bytes: Counter::default(),
-    uploaded_files: Counter::default(),
-    parts_uploaded: Counter::default(),
-    objects_restyled: LabeledCounter::default(),
-    objects_pruned: LabeledCounter::default(),
-    local_files_removed: Counter::default(),
-    drift_repaired: LabeledCounter::default(),
-    resyncs: Counter::default(),
-    s3_retries: LabeledCounter::default(),
-    upload_failures: LabeledCounter::default(),
-    scans: Counter::default(),
-    s3_outages: Counter::default(),
-    uploads_in_flight: Gauge::default(),
-    upload_concurrency: Gauge::default(),
-    s3_pushback: Counter::default(),
-    max_bandwidth: Gauge::default(),
-    file_upload_seconds: Histogram::new(&[
-        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-    ]),
-    part_upload_seconds: Histogram::new(&[
-        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ]),
-    scan_seconds: Histogram::new(&[
-        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-    ]),
-});
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn value(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let m = Metrics {
+            uploaded_bytes: Counter::default(),
+            uploaded_files: Counter::default(),
+            parts_uploaded: Counter::default(),
+            objects_restyled: LabeledCounter::new(["how"]),
+            objects_pruned: LabeledCounter::new(["found_by"]),
+            local_files_removed: Counter::default(),
+            drift_repaired: LabeledCounter::new(["kind"]),
+            resyncs: Counter::default(),
+            s3_retries: LabeledCounter::new(["operation"]),
+            upload_failures: LabeledCounter::new(["reason", "outcome"]),
+            scans: Counter::default(),
+            s3_outages: Counter::default(),
+            uploads_in_flight: Gauge::default(),
+            upload_concurrency: Gauge::default(),
+            s3_pushback: Counter::default(),
+            max_bandwidth: Gauge::default(),
+            file_upload_seconds: Histogram::new(&[
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            part_upload_seconds: Histogram::new(&[
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            scan_seconds: Histogram::new(&[
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "uploaded_bytes",
+            "Bytes acknowledged by S3 (parts and single objects)",
+            m.uploaded_bytes.0.clone(),
+        );
+        r.register(
+            "uploaded_files",
+            "Files uploaded and verified",
+            m.uploaded_files.0.clone(),
+        );
+        r.register(
+            "s3_pushback",
+            "S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts); each lowers the adaptive concurrency",
+            m.s3_pushback.0.clone(),
+        );
+        r.register(
+            "parts_uploaded",
+            "Multipart parts acknowledged by S3",
+            m.parts_uploaded.0.clone(),
+        );
+        r.register(
+            "objects_restyled",
+            "Objects brought to a job's new look in S3 without their bytes sent again, by how",
+            m.objects_restyled.family.clone(),
+        );
+        r.register(
+            "objects_pruned",
+            "Objects deleted from S3 by prune, by what found them (scan: file gone, resync: untracked)",
+            m.objects_pruned.family.clone(),
+        );
+        r.register(
+            "local_files_removed",
+            "Local files removed after their objects were verified (after_upload: delete)",
+            m.local_files_removed.0.clone(),
+        );
+        r.register(
+            "drift_repaired",
+            "Objects found missing or changed in S3 by a resync and uploaded again, by kind",
+            m.drift_repaired.family.clone(),
+        );
+        r.register(
+            "resyncs",
+            "Resyncs: a job's prefix listed and compared with what ferry recorded",
+            m.resyncs.0.clone(),
+        );
+        r.register(
+            "s3_retries",
+            "S3 requests tried again after a passing fault, by operation",
+            m.s3_retries.family.clone(),
+        );
+        r.register(
+            "upload_failures",
+            "Failed upload attempts, by reason and by what follows (retry, failed, blocked)",
+            m.upload_failures.family.clone(),
+        );
+        r.register(
+            "scans",
+            "Completed scans of source folders",
+            m.scans.0.clone(),
+        );
+        r.register(
+            "s3_outages",
+            "Times S3 could not be reached at all and uploads paused until it answered",
+            m.s3_outages.0.clone(),
+        );
+        r.register(
+            "uploads_in_flight",
+            "Files being uploaded right now",
+            m.uploads_in_flight.0.clone(),
+        );
+        r.register(
+            "upload_concurrency",
+            "Files allowed to upload at once: FERRY_CONCURRENCY, or the adaptive controller's current limit",
+            m.upload_concurrency.0.clone(),
+        );
+        r.register(
+            "max_bandwidth_bytes_per_second",
+            "The upload rate cap every upload shares (FERRY_MAX_BANDWIDTH); 0: no cap",
+            m.max_bandwidth.0.clone(),
+        );
+        r.register(
+            "file_upload_duration_seconds",
+            "Time to upload and verify one file",
+            m.file_upload_seconds.0.clone(),
+        );
+        r.register(
+            "part_upload_duration_seconds",
+            "Time to send one part or single object, retries included",
+            m.part_upload_seconds.0.clone(),
+        );
+        r.register(
+            "scan_duration_seconds",
+            "Time to scan one job's source folder",
+            m.scan_seconds.0.clone(),
+        );
+        Metrics { registry, ..m }
     }
 }
 
+/// A count that only grows.
 #[derive(Default)]
-pub struct Gauge(AtomicI64);
+pub struct Counter(PromCounter);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.inc_by(n);
+    }
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+    pub fn value(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(PromGauge);
 
 impl Gauge {
     pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     pub fn set(&self, n: i64) {
-        self.0.store(n, Ordering::Relaxed);
+        self.0.set(n);
     }
     pub fn value(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
@@ -131,54 +250,43 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// A counter per combination of label values; the label names are given when rendering.
-#[derive(Default)]
-pub struct LabeledCounter(Mutex<BTreeMap<Vec<&'static str>, u64>>);
+/// The labels of one series: name and value pairs, in the order the family names them.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
 
-impl LabeledCounter {
-    pub fn inc(&self, labels: &[&'static str]) {
-        self.add(labels, 1);
+/// A counter per combination of `N` label values, under label names fixed at registration.
+pub struct LabeledCounter<const N: usize> {
+    names: [&'static str; N],
+    family: Family<Labels<N>, PromCounter>,
+}
+
+impl<const N: usize> LabeledCounter<N> {
+    fn new(names: [&'static str; N]) -> Self {
+        LabeledCounter {
+            names,
+            family: Family::default(),
+        }
     }
-    pub fn add(&self, labels: &[&'static str], n: u64) {
+    pub fn inc(&self, values: &[&'static str; N]) {
+        self.add(values, 1);
+    }
+    pub fn add(&self, values: &[&'static str; N], n: u64) {
         if n == 0 {
             return;
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(labels.to_vec()).or_default() += n;
-    }
-    pub fn snapshot(&self) -> Vec<(Vec<&'static str>, u64)> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        let labels: Labels<N> = std::array::from_fn(|i| (self.names[i], values[i]));
+        self.family.get_or_create(&labels).inc_by(n);
     }
 }
 
-/// A histogram over fixed upper bounds (seconds).
-pub struct Histogram {
-    bounds: Vec<f64>,
-    /// One count per bound, and a last one for +Inf (not cumulative; summed when rendering).
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-}
+/// A histogram of durations over fixed upper bounds (seconds).
+pub struct Histogram(PromHistogram);
 
 impl Histogram {
     fn new(bounds: &[f64]) -> Self {
-        Histogram {
-            bounds: bounds.to_vec(),
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-        }
+        Histogram(PromHistogram::new(bounds.iter().copied()))
     }
-
     pub fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let slot = self
-            .bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(self.bounds.len());
-        self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.0.observe(took.as_secs_f64());
     }
 }
 
@@ -198,229 +306,67 @@ pub struct Snapshot {
     pub s3_paused: bool,
 }
 
-/// The text exposition of every metric.
+/// The text exposition of every metric: the process's registry, then the gauges of `snapshot`
+/// in a registry of their own, made for this scrape.
 pub fn render(snapshot: &Snapshot) -> String {
-    let m = get();
     let mut out = String::new();
-    counter(
-        &mut out,
-        "ferry_uploaded_bytes_total",
-        "Bytes acknowledged by S3 (parts and single objects)",
-        m.uploaded_bytes.value(),
-    );
-    counter(
-        &mut out,
-        "ferry_uploaded_files_total",
-        "Files uploaded and verified",
-        m.uploaded_files.value(),
-    );
-    counter(
-        &mut out,
-        "ferry_s3_pushback_total",
-        "S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts); each lowers the adaptive concurrency",
-        m.s3_pushback.value(),
-    );
-    counter(
-        &mut out,
-        "ferry_parts_uploaded_total",
-        "Multipart parts acknowledged by S3",
-        m.parts_uploaded.value(),
-    );
-    labeled(
-        &mut out,
-        "ferry_objects_restyled_total",
-        "Objects brought to a job's new look in S3 without their bytes sent again, by how",
-        &["how"],
-        &m.objects_restyled.snapshot(),
-    );
-    labeled(
-        &mut out,
-        "ferry_objects_pruned_total",
-        "Objects deleted from S3 by prune, by what found them (scan: file gone, resync: untracked)",
-        &["found_by"],
-        &m.objects_pruned.snapshot(),
-    );
-    counter(
-        &mut out,
-        "ferry_local_files_removed_total",
-        "Local files removed after their objects were verified (after_upload: delete)",
-        m.local_files_removed.value(),
-    );
-    labeled(
-        &mut out,
-        "ferry_drift_repaired_total",
-        "Objects found missing or changed in S3 by a resync and uploaded again, by kind",
-        &["kind"],
-        &m.drift_repaired.snapshot(),
-    );
-    counter(
-        &mut out,
-        "ferry_resyncs_total",
-        "Resyncs: a job's prefix listed and compared with what ferry recorded",
-        m.resyncs.value(),
-    );
-    labeled(
-        &mut out,
-        "ferry_s3_retries_total",
-        "S3 requests tried again after a passing fault, by operation",
-        &["operation"],
-        &m.s3_retries.snapshot(),
-    );
-    labeled(
-        &mut out,
-        "ferry_upload_failures_total",
-        "Failed upload attempts, by reason and by what follows (retry, failed, blocked)",
-        &["reason", "outcome"],
-        &m.upload_failures.snapshot(),
-    );
-    counter(
-        &mut out,
-        "ferry_scans_total",
-        "Completed scans of source folders",
-        m.scans.value(),
-    );
-    counter(
-        &mut out,
-        "ferry_s3_outages_total",
-        "Times S3 could not be reached at all and uploads paused until it answered",
-        m.s3_outages.value(),
-    );
-    gauge(
-        &mut out,
-        "ferry_s3_reachable",
-        "1 while uploads go on, 0 while they pause because S3 cannot be reached",
-        if snapshot.s3_paused { 0.0 } else { 1.0 },
-    );
-    gauge_family(
-        &mut out,
-        "ferry_jobs",
-        "Upload jobs by state",
-        "state",
-        &snapshot.jobs,
-    );
-    gauge_family(
-        &mut out,
-        "ferry_files",
-        "Tracked files by state, over all jobs",
-        "state",
-        &snapshot.files,
-    );
-    gauge(
-        &mut out,
-        "ferry_queue_depth",
-        "Files waiting to be uploaded (PENDING)",
-        snapshot.queue_depth as f64,
-    );
-    gauge_family(
-        &mut out,
-        "ferry_multipart_aborts",
-        "Multipart uploads let go of and not yet aborted: waiting for the janitor, or given up",
-        "state",
-        &snapshot.multipart_aborts,
-    );
-    gauge(
-        &mut out,
-        "ferry_uploads_in_flight",
-        "Files being uploaded right now",
-        m.uploads_in_flight.value() as f64,
-    );
-    gauge(
-        &mut out,
-        "ferry_upload_concurrency",
-        "Files allowed to upload at once: FERRY_CONCURRENCY, or the adaptive controller's current limit",
-        m.upload_concurrency.value() as f64,
-    );
-    gauge(
-        &mut out,
-        "ferry_max_bandwidth_bytes_per_second",
-        "The upload rate cap every upload shares (FERRY_MAX_BANDWIDTH); 0: no cap",
-        m.max_bandwidth.value() as f64,
-    );
-    histogram(
-        &mut out,
-        "ferry_file_upload_duration_seconds",
-        "Time to upload and verify one file",
-        &m.file_upload_seconds,
-    );
-    histogram(
-        &mut out,
-        "ferry_part_upload_duration_seconds",
-        "Time to send one part or single object, retries included",
-        &m.part_upload_seconds,
-    );
-    histogram(
-        &mut out,
-        "ferry_scan_duration_seconds",
-        "Time to scan one job's source folder",
-        &m.scan_seconds,
-    );
+    // Writing into a String cannot fail; the encoder's error type is fmt::Error all the same.
+    let _ = prometheus_text::encode(&mut out, &get().registry);
+    let _ = prometheus_text::encode(&mut out, &snapshot_registry(snapshot));
     out
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    header(out, name, help, "counter");
-    let _ = writeln!(out, "{name} {value}");
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    header(out, name, help, "gauge");
-    let _ = writeln!(out, "{name} {value}");
-}
-
-fn gauge_family(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-    header(out, name, help, "gauge");
-    for (value, n) in values {
-        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
-    }
-}
-
-fn labeled(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    label_names: &[&str],
-    series: &[(Vec<&str>, u64)],
-) {
-    header(out, name, help, "counter");
-    for (values, n) in series {
-        let labels: Vec<String> = label_names
-            .iter()
-            .zip(values)
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let _ = writeln!(out, "{name}{{{}}} {n}", labels.join(","));
-    }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
-    header(out, name, help, "histogram");
-    let mut cumulative = 0;
-    for (i, bound) in h.bounds.iter().enumerate() {
-        cumulative += h.counts[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += h.counts[h.bounds.len()].load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "{name}_sum {sum}");
-    let _ = writeln!(out, "{name}_count {cumulative}");
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn snapshot_registry(snapshot: &Snapshot) -> Registry {
+    let mut r = Registry::with_prefix("ferry");
+    let gauge = |value: u64| {
+        let g: PromGauge = PromGauge::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        g
+    };
+    let by_state = |values: &[(&'static str, u64)]| {
+        let family: Family<Labels<1>, PromGauge> = Family::default();
+        for (state, n) in values {
+            family
+                .get_or_create(&[("state", *state)])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        family
+    };
+    r.register(
+        "s3_reachable",
+        "1 while uploads go on, 0 while they pause because S3 cannot be reached",
+        gauge(u64::from(!snapshot.s3_paused)),
+    );
+    r.register("jobs", "Upload jobs by state", by_state(&snapshot.jobs));
+    r.register(
+        "files",
+        "Tracked files by state, over all jobs",
+        by_state(&snapshot.files),
+    );
+    r.register(
+        "queue_depth",
+        "Files waiting to be uploaded (PENDING)",
+        gauge(snapshot.queue_depth),
+    );
+    r.register(
+        "multipart_aborts",
+        "Multipart uploads let go of and not yet aborted: waiting for the janitor, or given up",
+        by_state(&snapshot.multipart_aborts),
+    );
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded(name: &str, help: &str, metric: impl prometheus_client::registry::Metric) -> String {
+        let mut r = Registry::with_prefix("x");
+        r.register(name, help, metric);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &r).unwrap();
+        out
+    }
 
     #[test]
     fn histograms_are_cumulative_and_end_with_inf() {
@@ -428,8 +374,8 @@ mod tests {
         h.observe(Duration::from_millis(50));
         h.observe(Duration::from_millis(500));
         h.observe(Duration::from_secs(5));
-        let mut out = String::new();
-        histogram(&mut out, "x_seconds", "help", &h);
+        let out = encoded("seconds", "help", h.0.clone());
+        assert!(out.contains("# TYPE x_seconds histogram\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.1\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
@@ -438,21 +384,51 @@ mod tests {
     }
 
     #[test]
-    fn labeled_counters_render_one_series_per_label_set() {
-        let c = LabeledCounter::default();
-        c.inc(&["UploadPart"]);
-        c.inc(&["UploadPart"]);
-        c.inc(&["PutObject"]);
-        let mut out = String::new();
-        labeled(&mut out, "r_total", "help", &["operation"], &c.snapshot());
-        assert!(out.contains("# TYPE r_total counter\n"));
+    fn labeled_counters_render_one_series_per_label_set_with_total() {
+        let c = LabeledCounter::new(["reason", "outcome"]);
+        c.inc(&["read", "retry"]);
+        c.add(&["read", "retry"], 2);
+        c.inc(&["read", "failed"]);
+        c.add(&["s3_refused", "failed"], 0);
+        let out = encoded("failures", "help", c.family.clone());
+        assert!(out.contains("# TYPE x_failures_total counter\n"), "{out}");
         assert!(
-            out.contains("r_total{operation=\"UploadPart\"} 2\n"),
+            out.contains("x_failures_total{reason=\"read\",outcome=\"retry\"} 3\n"),
             "{out}"
         );
         assert!(
-            out.contains("r_total{operation=\"PutObject\"} 1\n"),
+            out.contains("x_failures_total{reason=\"read\",outcome=\"failed\"} 1\n"),
             "{out}"
         );
+        assert!(
+            !out.contains("s3_refused"),
+            "a zero add makes no series: {out}"
+        );
+    }
+
+    #[test]
+    fn a_scrape_keeps_the_names_dashboards_know() {
+        let out = render(&Snapshot {
+            jobs: vec![("PENDING", 1), ("COMPLETED", 2)],
+            files: vec![("UPLOADED", 7)],
+            queue_depth: 3,
+            multipart_aborts: vec![("waiting", 0), ("given_up", 1)],
+            s3_paused: true,
+        });
+        for line in [
+            "# TYPE ferry_uploaded_bytes_total counter\n",
+            "# TYPE ferry_file_upload_duration_seconds histogram\n",
+            "# TYPE ferry_max_bandwidth_bytes_per_second gauge\n",
+            "# TYPE ferry_upload_concurrency gauge\n",
+            "ferry_s3_reachable 0\n",
+            "ferry_jobs{state=\"COMPLETED\"} 2\n",
+            "ferry_files{state=\"UPLOADED\"} 7\n",
+            "ferry_queue_depth 3\n",
+            "ferry_multipart_aborts{state=\"given_up\"} 1\n",
+        ] {
+            assert!(out.contains(line), "no {line:?} in\n{out}");
+        }
+        assert!(!out.contains("_total_total"), "{out}");
+        assert!(!out.contains("# EOF"), "format 0.0.4 has no EOF: {out}");
     }
 }

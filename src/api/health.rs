@@ -120,7 +120,7 @@ pub(super) async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(),
     };
     res.add_header(
         salvo::http::header::CONTENT_TYPE,
-        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::CONTENT_TYPE,
         true,
     )
     .ok();
