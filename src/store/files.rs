@@ -191,16 +191,39 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<FileRow>> {
-        Ok(sqlx::query_as::<_, FileRow>(
-            "SELECT * FROM files
-             WHERE upload_job_id = ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR path > ?3)
-             ORDER BY path LIMIT CAST(?4 AS INTEGER)",
-        )
-        .bind(job_id)
-        .bind(state.map(FileState::as_str))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        // Paths are never empty, so "after nothing" is "after ''". Two shapes, each answered
+        // from one index in path order: with a state, files_by_job_state_path (migration 0010);
+        // without, the (upload_job_id, path) key. One query with "?2 IS NULL OR state = ?2"
+        // walked all of a job's files to find the few in a state.
+        let after = after.unwrap_or("");
+        let limit = i64::from(limit);
+        let rows = match state {
+            Some(state) => {
+                sqlx::query_as::<_, FileRow>(LIST_IN_STATE)
+                    .bind(job_id)
+                    .bind(state.as_str())
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_as::<_, FileRow>(LIST_ALL)
+                    .bind(job_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows)
     }
 }
+
+/// A page of a job's files in one state: job, state, after, limit.
+pub(super) const LIST_IN_STATE: &str = "SELECT * FROM files
+    WHERE upload_job_id = ? AND state = ? AND path > ? ORDER BY path LIMIT CAST(? AS INTEGER)";
+
+/// A page of a job's files: job, after, limit.
+pub(super) const LIST_ALL: &str = "SELECT * FROM files
+    WHERE upload_job_id = ? AND path > ? ORDER BY path LIMIT CAST(? AS INTEGER)";

@@ -759,3 +759,45 @@ async fn unreadable_object_options_block_their_job_and_strand_no_file() {
     assert_eq!(files[0].attempts, 0, "the attempt is not counted");
     assert_tallies_agree(&store).await;
 }
+
+#[tokio::test]
+async fn a_page_of_files_in_one_state_is_read_from_its_index_in_path_order() {
+    let store = store_with_job().await;
+    let files: Vec<_> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|p| seen(p, 1, 1))
+        .collect();
+    add_files(&store, "job", &files).await;
+    sqlx::query("UPDATE files SET state = 'FAILED' WHERE path IN ('b', 'd')")
+        .execute(&store.writer)
+        .await
+        .unwrap();
+    let paths = |rows: Vec<FileRow>| rows.into_iter().map(|r| r.path).collect::<Vec<_>>();
+    let failed = Some(FileState::Failed);
+    let page = |state, after, limit| store.list_files("job", state, after, limit);
+    assert_eq!(paths(page(failed, None, 10).await.unwrap()), ["b", "d"]);
+    assert_eq!(paths(page(failed, None, 1).await.unwrap()), ["b"]);
+    assert_eq!(paths(page(failed, Some("b"), 10).await.unwrap()), ["d"]);
+    assert_eq!(paths(page(None, Some("c"), 10).await.unwrap()), ["d", "e"]);
+    assert_eq!(paths(page(None, None, 2).await.unwrap()), ["a", "b"]);
+
+    for (sql, index) in [
+        (files::LIST_IN_STATE, "files_by_job_state_path"),
+        (files::LIST_ALL, "sqlite_autoindex_files"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            plan.iter().any(|step| step.contains(index)),
+            "{sql}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "no sort: {plan:?}"
+        );
+    }
+}
