@@ -3,8 +3,10 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that a source change does not rebuild them.
+# Dependencies first, so that a source change does not rebuild them. Cargo reads the [[bench]]
+# targets Cargo.toml declares even when it does not build them, so their files come too.
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
