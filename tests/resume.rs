@@ -58,9 +58,10 @@ async fn a_multipart_upload_killed_midway_resumes_at_part_granularity() {
         1,
         "the upload was started over"
     );
-    // Up to 4 parts travel at once (PARTS_IN_FLIGHT): those may go twice, no others.
+    // Up to PARTS_IN_FLIGHT parts travel at once: those may go twice, no others.
+    let in_flight = ferry::engine::upload::PARTS_IN_FLIGHT as u64;
     assert!(
-        (parts..=parts + 4).contains(&sent),
+        (parts..=parts + in_flight).contains(&sent),
         "{sent} parts sent for a {parts}-part file ({sent_before_kill} before the kill)"
     );
     assert!(
@@ -643,10 +644,10 @@ async fn a_store_that_ignores_checksums_gets_every_part_proven_by_its_md5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
     let s3 = S3::new_bucket().await;
-    // 40 slow parts, 4 in flight: 10 s, more than the 5 s of grace a stop gives uploads in
-    // flight.
+    // 40 slow parts, 6 in flight (PARTS_IN_FLIGHT): 10 s, more than the 5 s of grace a stop
+    // gives uploads in flight.
     let proxy = Proxy::with_faults(Faults {
-        part_delay: Some(Duration::from_secs(1)),
+        part_delay: Some(Duration::from_millis(1500)),
         ..Faults::default()
     })
     .await;
@@ -683,7 +684,7 @@ async fn sigterm_leaves_the_upload_resumable_and_the_next_start_continues_it() {
         ferry.log()
     );
     assert!(
-        proxy.received("UploadPart") <= 40 + 4,
+        proxy.received("UploadPart") <= 40 + ferry::engine::upload::PARTS_IN_FLIGHT as u64,
         "{} parts sent",
         proxy.received("UploadPart")
     );

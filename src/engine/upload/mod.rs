@@ -71,8 +71,12 @@ impl Outcome {
     }
 }
 
-/// Parts of one file sent at once.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts of one file sent at once: enough to hide a 100 ms round trip behind the sending of the
+/// others (a 1 GiB file at 100 ms: 7.60 s with 4, 5.74 s with 6, 4.94 s with 8), few enough that
+/// one large file stays inside the 64 MiB goal (47, 57 and 68 MiB peak RSS), and fewer than the
+/// PART_BUFFERS every upload shares, so that a large file leaves buffers for the others.
+/// BENCHMARKS.md "WAN" has the figures at each round trip.
+pub const PARTS_IN_FLIGHT: usize = 6;
 
 /// The memory budget of the bytes read for uploading, across every upload: this many part
 /// sizes (40 MiB at the default 5 MiB), whatever the number of files in flight. A part being
