@@ -45,6 +45,9 @@ die() { echo "check-docker: FAILED: $*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "dockerd needs root"
 
+# The container's HEALTHCHECK says healthy.
+healthy() { [[ $($DOCKER inspect -f '{{.State.Health.Status}}' "$1") == healthy ]]; }
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -161,9 +164,8 @@ if ! $DOCKER image inspect rust:1.95-slim-bookworm >/dev/null 2>&1; then
 fi
 
 if ! $DOCKER image inspect localstack/localstack:4.14 >/dev/null 2>&1; then
-  scripts/localstack.sh install >/dev/null
-  venv_python="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}/localstack-4.14.0/bin/python3"
-  python_home=$("$venv_python" -c 'import sys; print(sys.base_prefix)')
+  venv=$(scripts/localstack.sh venv)
+  python_home=$("$venv/bin/python3" -c 'import sys; print(sys.base_prefix)')
   step "localstack/localstack:4.14 from debian:bookworm-slim, Python at $python_home and LocalStack from PyPI"
   ctx="$WORK/localstack"
   mkdir -p "$ctx"
@@ -196,8 +198,7 @@ $DOCKER run -d --name ferry-check --network host --user 10001 --read-only --tmpf
   -e AWS_ENDPOINT_URL="$S3" -e AWS_REGION -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY \
   -e FERRY_S3_FORCE_PATH_STYLE=true \
   ferry:check >/dev/null
-health() { [[ $($DOCKER inspect -f '{{.State.Health.Status}}' ferry-check) == healthy ]]; }
-wait_for "the HEALTHCHECK turns healthy" 60 health
+wait_for "the HEALTHCHECK turns healthy" 60 healthy ferry-check
 step "healthy"
 code=$(curl -sS -o "$WORK/put.json" -w '%{http_code}' -X PUT http://127.0.0.1:8080/uploads/check \
   -d "{\"source_folder\": \"/srv/data\", \"destination_bucket\": \"$bucket\"}")
@@ -253,9 +254,7 @@ fi
 have=$(aws --endpoint-url "http://127.0.0.1:$CHECK_LOCALSTACK_PORT" s3 ls --recursive s3://ferry-demo | wc -l)
 [[ "$have" == "$want" ]] || die "compose: $have objects in ferry-demo, $want files in examples/data"
 step "compose: demo COMPLETED, $have objects in s3://ferry-demo"
-ferry_health=$($DOCKER inspect -f '{{.State.Health.Status}}' "${PROJECT}_ferry_1")
-[[ "$ferry_health" == healthy ]] || wait_for "compose: ferry healthy" 60 \
-  sh -c "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' ${PROJECT}_ferry_1)\" = healthy ]"
+wait_for "compose: ferry healthy" 60 healthy "${PROJECT}_ferry_1"
 "${compose[@]}" stop -t 30 ferry >/dev/null 2>&1
 exit_code=$($DOCKER inspect -f '{{.State.ExitCode}}' "${PROJECT}_ferry_1")
 [[ "$exit_code" == 0 ]] || die "compose: ferry stopped with exit $exit_code"

@@ -7,6 +7,7 @@
 #   scripts/localstack.sh status    exit 0 when S3 answers on the port
 #   scripts/localstack.sh pid       print the pid of the one this script started, if it runs
 #   scripts/localstack.sh pins      print the pip requirements it installs (for check-docker.sh)
+#   scripts/localstack.sh venv      install if needed, and print the venv's folder
 #
 # Settings (environment): LOCALSTACK_PORT (4566), FERRY_CACHE_DIR (~/.cache/ferry),
 # LOCALSTACK_PYTHON (a python3.13, else 3.12, found on PATH or under pyenv).
@@ -110,6 +111,7 @@ case "${1:-}" in
   stop) stop ;;
   status) s3_up ;;
   pins) echo "${PINS[*]}" ;;
+  venv) install; echo "$VENV" ;;
   pid) [[ -f "$RUN/pid" ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null && cat "$RUN/pid" ;;
-  *) echo "usage: $0 install|start|stop|status|pid|pins" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|pid|pins|venv" >&2; exit 2 ;;
 esac

@@ -73,132 +73,111 @@ pub fn get() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("ferry");
-        let m = Metrics {
-            uploaded_bytes: Counter::default(),
-            uploaded_files: Counter::default(),
-            parts_uploaded: Counter::default(),
-            objects_restyled: LabeledCounter::new(["how"]),
-            objects_pruned: LabeledCounter::new(["found_by"]),
-            local_files_removed: Counter::default(),
-            drift_repaired: LabeledCounter::new(["kind"]),
-            resyncs: Counter::default(),
-            s3_retries: LabeledCounter::new(["operation"]),
-            upload_failures: LabeledCounter::new(["reason", "outcome"]),
-            scans: Counter::default(),
-            s3_outages: Counter::default(),
-            uploads_in_flight: Gauge::default(),
-            upload_concurrency: Gauge::default(),
-            s3_pushback: Counter::default(),
-            max_bandwidth: Gauge::default(),
-            file_upload_seconds: Histogram::new(&[
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-            ]),
-            part_upload_seconds: Histogram::new(&[
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ]),
-            scan_seconds: Histogram::new(&[
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-            registry: Registry::default(),
-        };
-        let r = &mut registry;
-        r.register(
-            "uploaded_bytes",
-            "Bytes acknowledged by S3 (parts and single objects)",
-            m.uploaded_bytes.0.clone(),
-        );
-        r.register(
-            "uploaded_files",
-            "Files uploaded and verified",
-            m.uploaded_files.0.clone(),
-        );
-        r.register(
-            "s3_pushback",
-            "S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts); each lowers the adaptive concurrency",
-            m.s3_pushback.0.clone(),
-        );
-        r.register(
-            "parts_uploaded",
-            "Multipart parts acknowledged by S3",
-            m.parts_uploaded.0.clone(),
-        );
-        r.register(
-            "objects_restyled",
-            "Objects brought to a job's new look in S3 without their bytes sent again, by how",
-            m.objects_restyled.family.clone(),
-        );
-        r.register(
-            "objects_pruned",
-            "Objects deleted from S3 by prune, by what found them (scan: file gone, resync: untracked)",
-            m.objects_pruned.family.clone(),
-        );
-        r.register(
-            "local_files_removed",
-            "Local files removed after their objects were verified (after_upload: delete)",
-            m.local_files_removed.0.clone(),
-        );
-        r.register(
-            "drift_repaired",
-            "Objects found missing or changed in S3 by a resync and uploaded again, by kind",
-            m.drift_repaired.family.clone(),
-        );
-        r.register(
-            "resyncs",
-            "Resyncs: a job's prefix listed and compared with what ferry recorded",
-            m.resyncs.0.clone(),
-        );
-        r.register(
-            "s3_retries",
-            "S3 requests tried again after a passing fault, by operation",
-            m.s3_retries.family.clone(),
-        );
-        r.register(
-            "upload_failures",
-            "Failed upload attempts, by reason and by what follows (retry, failed, blocked)",
-            m.upload_failures.family.clone(),
-        );
-        r.register(
-            "scans",
-            "Completed scans of source folders",
-            m.scans.0.clone(),
-        );
-        r.register(
-            "s3_outages",
-            "Times S3 could not be reached at all and uploads paused until it answered",
-            m.s3_outages.0.clone(),
-        );
-        r.register(
-            "uploads_in_flight",
-            "Files being uploaded right now",
-            m.uploads_in_flight.0.clone(),
-        );
-        r.register(
-            "upload_concurrency",
-            "Files allowed to upload at once: FERRY_CONCURRENCY, or the adaptive controller's current limit",
-            m.upload_concurrency.0.clone(),
-        );
-        r.register(
-            "max_bandwidth_bytes_per_second",
-            "The upload rate cap every upload shares (FERRY_MAX_BANDWIDTH); 0: no cap",
-            m.max_bandwidth.0.clone(),
-        );
-        r.register(
-            "file_upload_duration_seconds",
-            "Time to upload and verify one file",
-            m.file_upload_seconds.0.clone(),
-        );
-        r.register(
-            "part_upload_duration_seconds",
-            "Time to send one part or single object, retries included",
-            m.part_upload_seconds.0.clone(),
-        );
-        r.register(
-            "scan_duration_seconds",
-            "Time to scan one job's source folder",
-            m.scan_seconds.0.clone(),
-        );
-        Metrics { registry, ..m }
+        let r = &mut Registry::with_prefix("ferry");
+        Metrics {
+            uploaded_bytes: Counter::registered(
+                r,
+                "uploaded_bytes",
+                "Bytes acknowledged by S3 (parts and single objects)",
+            ),
+            uploaded_files: Counter::registered(r, "uploaded_files", "Files uploaded and verified"),
+            parts_uploaded: Counter::registered(
+                r,
+                "parts_uploaded",
+                "Multipart parts acknowledged by S3",
+            ),
+            objects_restyled: LabeledCounter::registered(
+                r,
+                "objects_restyled",
+                "Objects brought to a job's new look in S3 without their bytes sent again, by how",
+                ["how"],
+            ),
+            objects_pruned: LabeledCounter::registered(
+                r,
+                "objects_pruned",
+                "Objects deleted from S3 by prune, by what found them (scan: file gone, resync: untracked)",
+                ["found_by"],
+            ),
+            local_files_removed: Counter::registered(
+                r,
+                "local_files_removed",
+                "Local files removed after their objects were verified (after_upload: delete)",
+            ),
+            drift_repaired: LabeledCounter::registered(
+                r,
+                "drift_repaired",
+                "Objects found missing or changed in S3 by a resync and uploaded again, by kind",
+                ["kind"],
+            ),
+            resyncs: Counter::registered(
+                r,
+                "resyncs",
+                "Resyncs: a job's prefix listed and compared with what ferry recorded",
+            ),
+            s3_retries: LabeledCounter::registered(
+                r,
+                "s3_retries",
+                "S3 requests tried again after a passing fault, by operation",
+                ["operation"],
+            ),
+            upload_failures: LabeledCounter::registered(
+                r,
+                "upload_failures",
+                "Failed upload attempts, by reason and by what follows (retry, failed, blocked)",
+                ["reason", "outcome"],
+            ),
+            scans: Counter::registered(r, "scans", "Completed scans of source folders"),
+            s3_outages: Counter::registered(
+                r,
+                "s3_outages",
+                "Times S3 could not be reached at all and uploads paused until it answered",
+            ),
+            uploads_in_flight: Gauge::registered(
+                r,
+                "uploads_in_flight",
+                "Files being uploaded right now",
+            ),
+            upload_concurrency: Gauge::registered(
+                r,
+                "upload_concurrency",
+                "Files allowed to upload at once: FERRY_CONCURRENCY, or the adaptive controller's current limit",
+            ),
+            s3_pushback: Counter::registered(
+                r,
+                "s3_pushback",
+                "S3 answers that said the store is overloaded (503 SlowDown, throttling, timeouts); each lowers the adaptive concurrency",
+            ),
+            max_bandwidth: Gauge::registered(
+                r,
+                "max_bandwidth_bytes_per_second",
+                "The upload rate cap every upload shares (FERRY_MAX_BANDWIDTH); 0: no cap",
+            ),
+            file_upload_seconds: Histogram::registered(
+                r,
+                "file_upload_duration_seconds",
+                "Time to upload and verify one file",
+                &[
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                ],
+            ),
+            part_upload_seconds: Histogram::registered(
+                r,
+                "part_upload_duration_seconds",
+                "Time to send one part or single object, retries included",
+                &[
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ],
+            ),
+            scan_seconds: Histogram::registered(
+                r,
+                "scan_duration_seconds",
+                "Time to scan one job's source folder",
+                &[
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ],
+            ),
+            registry: std::mem::take(r),
+        }
     }
 }
 
@@ -207,6 +186,11 @@ impl Metrics {
 pub struct Counter(PromCounter);
 
 impl Counter {
+    fn registered(r: &mut Registry, name: &str, help: &str) -> Self {
+        let c = Counter::default();
+        r.register(name, help, c.0.clone());
+        c
+    }
     pub fn add(&self, n: u64) {
         self.0.inc_by(n);
     }
@@ -223,6 +207,11 @@ impl Counter {
 pub struct Gauge(PromGauge);
 
 impl Gauge {
+    fn registered(r: &mut Registry, name: &str, help: &str) -> Self {
+        let g = Gauge::default();
+        r.register(name, help, g.0.clone());
+        g
+    }
     pub fn add(&self, n: i64) {
         self.0.inc_by(n);
     }
@@ -266,6 +255,11 @@ impl<const N: usize> LabeledCounter<N> {
             family: Family::default(),
         }
     }
+    fn registered(r: &mut Registry, name: &str, help: &str, names: [&'static str; N]) -> Self {
+        let c = LabeledCounter::new(names);
+        r.register(name, help, c.family.clone());
+        c
+    }
     pub fn inc(&self, values: &[&'static str; N]) {
         self.add(values, 1);
     }
@@ -284,6 +278,11 @@ pub struct Histogram(PromHistogram);
 impl Histogram {
     fn new(bounds: &[f64]) -> Self {
         Histogram(PromHistogram::new(bounds.iter().copied()))
+    }
+    fn registered(r: &mut Registry, name: &str, help: &str, bounds: &[f64]) -> Self {
+        let h = Histogram::new(bounds);
+        r.register(name, help, h.0.clone());
+        h
     }
     pub fn observe(&self, took: Duration) {
         self.0.observe(took.as_secs_f64());
