@@ -153,6 +153,68 @@ async fn conditions_name_what_blocks_a_job() {
     assert_eq!(condition(&job, "Completed")["status"], "False");
 }
 
+/// The bucket is checked beside the walk, so the first uploads can meet a missing bucket before
+/// the check does: they must block the job, not spend the files' attempts (one each here, so a
+/// spent one would fail the file for good), and the job completes once the bucket exists.
+#[tokio::test]
+async fn a_missing_bucket_spends_no_attempts_and_the_job_completes_once_it_exists() {
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        write_file(
+            src.path(),
+            &format!("f{i:02}.txt"),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    let ferry = Ferry::start(&[("FERRY_MAX_ATTEMPTS", "1")]).await;
+    let bucket: String = common::unique("late").to_lowercase();
+    let id = ferry.create_job(src.path(), &bucket, None).await;
+    let job = ferry.wait_settled(&id, SETTLE).await;
+    assert_eq!(
+        condition(&job, "BucketWritable")["reason"],
+        "BucketUnavailable"
+    );
+    let all_waiting = common::eventually(SETTLE, || async {
+        let files = ferry.files(&id).await;
+        files.len() == 40
+            && files
+                .iter()
+                .all(|f| f["state"] == "PENDING" && f["attempts"] == 0)
+    })
+    .await;
+    assert!(
+        all_waiting,
+        "every file waits with its attempt unspent: {:?}",
+        ferry.files(&id).await
+    );
+
+    let s3 = S3 {
+        client: S3::client(),
+        bucket,
+    };
+    s3.client
+        .create_bucket()
+        .bucket(&s3.bucket)
+        .send()
+        .await
+        .expect("the bucket is created");
+    let (status, answer) = ferry
+        .post(&format!("/uploads/{id}/rescan"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let job = ferry
+        .wait_for(&id, SETTLE, |j| j["state"] == "COMPLETED")
+        .await;
+    assert_eq!(condition(&job, "BucketWritable")["status"], "True", "{job}");
+    assert_eq!(s3.keys().await.len(), 40);
+    for i in [0, 17, 39] {
+        assert_eq!(
+            s3.get(&format!("{id}/f{i:02}.txt")).await,
+            format!("file {i}").into_bytes()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_rescan_that_finds_nothing_changed_writes_nothing() {
     let s3 = S3::new_bucket().await;

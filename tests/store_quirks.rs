@@ -118,7 +118,10 @@ async fn errors_name_the_operation_and_read_as_text() {
     ])
     .await;
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
-    let job = ferry.wait_settled(&id, SETTLE).await;
+    // The check goes beside the walk, so the file's upload may end first: the error is awaited.
+    let job = ferry
+        .wait_for(&id, SETTLE, |job| job["error"].is_string())
+        .await;
     let error = job["error"].as_str().unwrap();
     assert!(error.starts_with("HeadBucket: "), "{error}");
     assert!(error.contains("(HTTP 403)"), "{error}");
