@@ -46,8 +46,8 @@ async fn slow_down_from_the_store_lowers_the_uploads_in_flight() {
         ("FERRY_SETTLE_TIME", "0s"),
     ])
     .await;
-    // The default: adaptive, from 64.
-    assert_eq!(gauge(&ferry, "ferry_upload_concurrency").await, 64.0);
+    // The default: adaptive, from 128.
+    assert_eq!(gauge(&ferry, "ferry_upload_concurrency").await, 128.0);
     let id = ferry.create_job(src.path(), &s3.bucket, None).await;
 
     // Before any push-back, the uploads fill the slots.
@@ -60,7 +60,7 @@ async fn slow_down_from_the_store_lowers_the_uploads_in_flight() {
         ferry.log()
     );
     let before = gauge(&ferry, "ferry_upload_concurrency").await;
-    assert!(before >= 64.0, "{before}");
+    assert!(before >= 128.0, "{before}");
 
     // Now every other PutObject is answered 503 SlowDown.
     proxy.set_faults(Faults {

@@ -9,9 +9,11 @@
 /// the part-buffer budget, whatever this is).
 pub const MAX_CONCURRENCY: usize = 256;
 
-/// The adaptive controller's first limit: measured fast at RTT 0, 20 and 60 ms (docs/decisions.md,
-/// Decision 2), and a fair start on a slow link, which backs it off.
-pub const AUTO_START: usize = 64;
+/// The adaptive controller's first limit: measured at RTT 0, 20, 60 and 100 ms (docs/decisions.md,
+/// Decision 2). A job of a few hundred small files ends before the first window could grow it,
+/// so the start must already cover 100 ms; on loopback it cost nothing against 64. A slow link or
+/// a store that pushes back halves it.
+pub const AUTO_START: usize = 128;
 
 /// The controller never goes below this: a store that pushes back still gets a few requests.
 pub const AUTO_FLOOR: usize = 4;
