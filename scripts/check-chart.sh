@@ -15,15 +15,8 @@ log() { echo "check-chart.sh: $*" >&2; }
 
 source scripts/python.sh
 
-marker="$VENV/.ferry-installed"
-if [[ ! -f "$marker" || "$(cat "$marker")" != "${PINS[*]}" ]]; then
-  python="$(find_python)"
-  log "installing ${PINS[*]} into $VENV (with $python)"
-  rm -rf "$VENV"
-  "$python" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  echo "${PINS[*]}" > "$marker"
-fi
+source scripts/venv.sh
+ensure_venv "$VENV" find_python "${PINS[@]}"
 
 # ferry itself validates the manifests the chart renders.
 cargo build --quiet --locked

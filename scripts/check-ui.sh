@@ -19,12 +19,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   log "installing Debian's chromium and chromium-driver"
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import selenium' 2>/dev/null; then
-  log "installing selenium $VERSION into $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "selenium==$VERSION"
-fi
+source scripts/venv.sh
+ensure_venv "$VENV" system_python "selenium==$VERSION"
 
 scripts/localstack.sh start
 cargo build --quiet --locked

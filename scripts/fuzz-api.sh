@@ -21,13 +21,8 @@ log() { echo "fuzz-api.sh: $*" >&2; }
 
 source scripts/python.sh
 
-if [[ ! -x "$VENV/bin/st" ]]; then
-  python="$(find_python)"
-  log "installing schemathesis $VERSION into $VENV (with $python)"
-  rm -rf "$VENV"
-  "$python" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
-fi
+source scripts/venv.sh
+ensure_venv "$VENV" find_python "schemathesis==$VERSION"
 
 scripts/localstack.sh start
 cargo build --quiet --locked

@@ -23,6 +23,8 @@ HEALTH="http://127.0.0.1:$PORT/_localstack/health"
 
 log() { echo "localstack.sh: $*" >&2; }
 
+source "$(dirname "$0")/venv.sh"
+
 find_python() {
   if [[ -n "${LOCALSTACK_PYTHON:-}" ]]; then echo "$LOCALSTACK_PYTHON"; return; fi
   # LocalStack 4.14 imports warnings.deprecated, which Python 3.13 has (3.12 has not).
@@ -40,18 +42,7 @@ find_python() {
   exit 1
 }
 
-install() {
-  local marker="$VENV/.ferry-installed"
-  local want="${PINS[*]}"
-  if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]]; then return; fi
-  local python; python="$(find_python)"
-  log "installing LocalStack $VERSION into $VENV (with $python)"
-  rm -rf "$VENV"
-  mkdir -p "$CACHE"
-  "$python" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  echo "$want" > "$marker"
-}
+install() { ensure_venv "$VENV" find_python "${PINS[@]}"; }
 
 s3_up() {
   curl -fsS --max-time 2 "$HEALTH" 2>/dev/null | grep -Eq '"s3": *"(available|running)"'

