@@ -6,7 +6,8 @@
 (GET /uploads/{id}) and the job list (GET /uploads) every second. When a tenth is uploaded, a
 second job of ten files is created: the time it takes to complete shows whether the large job
 holds it back. Then a rescan of the unchanged tree is timed (the no-op), and the database's size
-is read. `s5cmd cp` and `rclone copy` upload the same tree (`--peers`), timed by GNU time.
+is read. `s5cmd cp` and `rclone copy` upload the same tree (`--peers`), timed by GNU time;
+`--peers-only` runs them alone, without ferry's upload.
 
 `--jobs N` (many jobs): one job of `--big-files` files first, then N jobs of `--files-per-job`
 files each, created over the API by four clients at once. Reported: how long the creations took,
@@ -128,6 +129,22 @@ def run_files(args, server, work):
     folder = make_tree(args.work / "data" / f"scale-{total}", total)
     few = make_tree(args.work / "data" / "scale-few-10", 10)
     result = {"files": total}
+    if not args.peers_only:
+        run_ferry_files(args, server, work, folder, few, result)
+    for tool in [t for t in args.peers.split(",") if t]:
+        bucket = f"scale-{tool}-{random.randrange(1 << 30):x}"
+        peers.make_bucket(args.tools, server, bucket)
+        cmd, env = peers.peer_cmd(tool, args.tools, server, folder, bucket)
+        m = peers.timed(cmd, peers.env_with(env))
+        result[tool] = m
+        print(f"  {tool} {m['wall']:.1f} s, cpu {m['cpu']:.1f} s, rss {m['rss_kib'] / 1024:.1f} MiB", flush=True)
+        drop_bucket_dir(server, bucket)
+    return result
+
+
+def run_ferry_files(args, server, work, folder, few, result):
+    """ferry's first upload of the tree, with a small job beside it and the no-op rescans."""
+    total = args.files
     bucket = f"scale-ferry-{random.randrange(1 << 30):x}"
     peers.make_bucket(args.tools, server, bucket)
     ferry = peers.Ferry(server, work, {"FERRY_SCAN_INTERVAL": "24h"})
@@ -178,15 +195,6 @@ def run_files(args, server, work):
     finally:
         ferry.stop()
         drop_bucket_dir(server, bucket)
-    for tool in [t for t in args.peers.split(",") if t]:
-        bucket = f"scale-{tool}-{random.randrange(1 << 30):x}"
-        peers.make_bucket(args.tools, server, bucket)
-        cmd, env = peers.peer_cmd(tool, args.tools, server, folder, bucket)
-        m = peers.timed(cmd, peers.env_with(env))
-        result[tool] = m
-        print(f"  {tool} {m['wall']:.1f} s, cpu {m['cpu']:.1f} s, rss {m['rss_kib'] / 1024:.1f} MiB", flush=True)
-        drop_bucket_dir(server, bucket)
-    return result
 
 
 def run_jobs(args, server, work):
@@ -285,15 +293,19 @@ def run_jobs(args, server, work):
 def markdown(r):
     out = []
     if "files" in r:
-        f = r["ferry"]
+        f = r.get("ferry")
         n = r["files"]
         out += [f"One job of {n:,} files of 64 bytes (`--files {n}`).", "",
-                "| tool | wall (s) | files/s | CPU (s) | peak RSS (MiB) |", "| --- | ---: | ---: | ---: | ---: |",
-                f"| ferry | {f['wall']:.1f} | {n / f['wall']:.0f} | {f['cpu']:.1f} | {f['peak_rss_kib'] / 1024:.1f} |"]
+                "| tool | wall (s) | files/s | CPU (s) | peak RSS (MiB) |", "| --- | ---: | ---: | ---: | ---: |"]
+        if f:
+            out.append(f"| ferry | {f['wall']:.1f} | {n / f['wall']:.0f} | {f['cpu']:.1f} | {f['peak_rss_kib'] / 1024:.1f} |")
         for tool in ("s5cmd", "rclone", "aws"):
             if tool in r:
                 m = r[tool]
                 out.append(f"| {tool} | {m['wall']:.1f} | {n / m['wall']:.0f} | {m['cpu']:.1f} | {m['rss_kib'] / 1024:.1f} |")
+    if "files" in r and r.get("ferry"):
+        f = r["ferry"]
+        n = r["files"]
         at = ", ".join(f"{k}: {v / 1024:.1f}" for k, v in f["rss_kib_at"].items() if v)
         out += ["", f"- ferry's RSS (MiB) by share of the files uploaded: {at}.",
                 f"- Status read (GET /uploads/{{id}}) during the upload: p50 {f['status_s']['p50'] * 1000:.1f} ms, "
@@ -321,6 +333,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=None, help="one job of this many files")
     p.add_argument("--peers", default="s5cmd,rclone", help="peers to run on the --files tree ('' for none)")
+    p.add_argument("--peers-only", action="store_true", help="run only the peers on the --files tree, not ferry")
     p.add_argument("--noop-runs", type=int, default=1)
     p.add_argument("--jobs", type=int, default=None, help="this many jobs")
     p.add_argument("--files-per-job", type=int, default=10)
