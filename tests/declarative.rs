@@ -167,7 +167,7 @@ async fn a_missing_bucket_spends_no_attempts_and_the_job_completes_once_it_exist
         );
     }
     let ferry = Ferry::start(&[("FERRY_MAX_ATTEMPTS", "1")]).await;
-    let bucket: String = common::unique("late").to_lowercase();
+    let bucket = common::unique("late").to_lowercase();
     let id = ferry.create_job(src.path(), &bucket, None).await;
     let job = ferry.wait_settled(&id, SETTLE).await;
     assert_eq!(
@@ -188,16 +188,7 @@ async fn a_missing_bucket_spends_no_attempts_and_the_job_completes_once_it_exist
         ferry.files(&id).await
     );
 
-    let s3 = S3 {
-        client: S3::client(),
-        bucket,
-    };
-    s3.client
-        .create_bucket()
-        .bucket(&s3.bucket)
-        .send()
-        .await
-        .expect("the bucket is created");
+    let s3 = S3::create(&bucket).await;
     let (status, answer) = ferry
         .post(&format!("/uploads/{id}/rescan"), &json!({}))
         .await;

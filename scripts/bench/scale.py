@@ -303,18 +303,16 @@ def markdown(r):
             if tool in r:
                 m = r[tool]
                 out.append(f"| {tool} | {m['wall']:.1f} | {n / m['wall']:.0f} | {m['cpu']:.1f} | {m['rss_kib'] / 1024:.1f} |")
-    if "files" in r and r.get("ferry"):
-        f = r["ferry"]
-        n = r["files"]
-        at = ", ".join(f"{k}: {v / 1024:.1f}" for k, v in f["rss_kib_at"].items() if v)
-        out += ["", f"- ferry's RSS (MiB) by share of the files uploaded: {at}.",
-                f"- Status read (GET /uploads/{{id}}) during the upload: p50 {f['status_s']['p50'] * 1000:.1f} ms, "
-                f"p99 {f['status_s']['p99'] * 1000:.1f} ms, max {f['status_s']['max'] * 1000:.1f} ms; the job list "
-                f"p50 {f['list_s']['p50'] * 1000:.1f} ms.",
-                f"- A job of 10 files created at {r.get('small_job_created_at_done', 0):,} files uploaded completed in "
-                f"{r.get('small_job_s', float('nan')):.2f} s.",
-                f"- Database: {r['db_bytes'] / 2**20:.1f} MiB ({r['db_bytes'] / n:.0f} bytes a file).",
-                f"- No-op rescan: {f['noop']['wall']:.1f} s, {f['noop']['cpu']:.1f} CPU s."]
+        if f:
+            at = ", ".join(f"{k}: {v / 1024:.1f}" for k, v in f["rss_kib_at"].items() if v)
+            out += ["", f"- ferry's RSS (MiB) by share of the files uploaded: {at}.",
+                    f"- Status read (GET /uploads/{{id}}) during the upload: p50 {f['status_s']['p50'] * 1000:.1f} ms, "
+                    f"p99 {f['status_s']['p99'] * 1000:.1f} ms, max {f['status_s']['max'] * 1000:.1f} ms; the job list "
+                    f"p50 {f['list_s']['p50'] * 1000:.1f} ms.",
+                    f"- A job of 10 files created at {r.get('small_job_created_at_done', 0):,} files uploaded completed in "
+                    f"{r.get('small_job_s', float('nan')):.2f} s.",
+                    f"- Database: {r['db_bytes'] / 2**20:.1f} MiB ({r['db_bytes'] / n:.0f} bytes a file).",
+                    f"- No-op rescan: {f['noop']['wall']:.1f} s, {f['noop']['cpu']:.1f} CPU s."]
     if "jobs" in r:
         out += ["", f"{r['jobs']:,} jobs of {r['files_per_job']} files, after one of {r['big_files']:,} (`--jobs`).", "",
                 f"- Created over the API in {r['create_s']:.1f} s (POST p50 {r['post_s']['p50'] * 1000:.1f} ms, max {r['post_s']['max'] * 1000:.1f} ms).",

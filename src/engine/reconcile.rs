@@ -286,7 +286,6 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
         }
     }
     ctx.watcher.ensure(job_id, &spec.source_folder);
-
     // Walk the canonical folder, so that the excluded paths compare; keys are relative anyway.
     let mut spec = spec;
     if let Ok(canonical) = tokio::fs::canonicalize(&spec.source_folder).await {
@@ -309,7 +308,7 @@ pub async fn check_upload_job(ctx: &Arc<Context>, job_id: &str) -> Result<Reconc
     // round trip for it (at 60 ms, a tenth of a small job's time). An upload that meets a
     // missing or forbidden bucket blocks the job itself, its attempt refunded.
     let bucket = tokio::spawn(
-        check_bucket(
+        record_bucket_check(
             ctx.clone(),
             job_id.to_owned(),
             job.destination_bucket.clone(),
@@ -423,7 +422,7 @@ enum BucketCheck {
 
 /// Checks that the job's bucket exists and may be written, and records the answer on the job:
 /// a refusal blocks it (BucketUnavailable), a usable bucket clears what blocked it.
-async fn check_bucket(
+async fn record_bucket_check(
     ctx: Arc<Context>,
     job_id: String,
     bucket: String,

@@ -104,9 +104,13 @@ impl S3 {
 
     /// A new bucket with a random name.
     pub async fn new_bucket() -> S3 {
+        Self::create(&unique("ferry-test")).await
+    }
+
+    /// A new bucket of this name (lowercased, cut to S3's 63 characters).
+    pub async fn create(name: &str) -> S3 {
         let client = Self::client();
-        let bucket = unique("ferry-test").to_lowercase();
-        let bucket: String = bucket.chars().take(63).collect();
+        let bucket: String = name.to_lowercase().chars().take(63).collect();
         if let Err(e) = client.create_bucket().bucket(&bucket).send().await {
             panic!(
                 "cannot create a bucket on {}: is LocalStack running? Start it with `scripts/localstack.sh start` or run `scripts/test.sh`.\n{}",
